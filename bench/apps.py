@@ -1,0 +1,137 @@
+"""ASGI apps used by the benchmark harness (bench/run.py).
+
+Every server (tricorn, uvicorn, granian) loads the very same module, e.g.
+``bench.apps:hello``.  All apps are plain ASGI except ``fastapi_app``.
+"""
+
+import json as _json
+
+# --------------------------------------------------------------------------
+# hello world: GET / -> "Hello, world!" (text/plain)
+# --------------------------------------------------------------------------
+
+_HELLO_BODY = b"Hello, world!"
+_HELLO_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"text/plain"),
+        (b"content-length", str(len(_HELLO_BODY)).encode()),
+    ],
+}
+
+
+async def _lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def hello(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send(_HELLO_START)
+    await send({"type": "http.response.body", "body": _HELLO_BODY})
+
+
+# --------------------------------------------------------------------------
+# small JSON: {"message": "Hello, world!"}, serialised per request
+# --------------------------------------------------------------------------
+
+
+async def json(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    body = _json.dumps({"message": "Hello, world!"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------
+# POST echo: reads the whole request body and sends it back
+# --------------------------------------------------------------------------
+
+
+async def echo(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------
+# streamed 1 MiB: 16 chunks of 64 KiB via more_body (no content-length,
+# so HTTP/1.1 servers use chunked transfer encoding)
+# --------------------------------------------------------------------------
+
+_CHUNK = b"x" * (64 * 1024)
+_N_CHUNKS = 16
+
+
+async def stream(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream")],
+        }
+    )
+    for i in range(_N_CHUNKS):
+        await send(
+            {
+                "type": "http.response.body",
+                "body": _CHUNK,
+                "more_body": i < _N_CHUNKS - 1,
+            }
+        )
+
+
+# --------------------------------------------------------------------------
+# FastAPI: GET /items/{item_id}?q=... -> JSON
+# Imported lazily-at-module-level only if fastapi is available, so the plain
+# ASGI apps still work in an environment without it.
+# --------------------------------------------------------------------------
+
+try:
+    from fastapi import FastAPI as _FastAPI
+except ImportError:  # pragma: no cover - reported by the harness at startup
+    fastapi_app = None
+else:
+    fastapi_app = _FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @fastapi_app.get("/items/{item_id}")
+    async def read_item(item_id: int, q: str | None = None):
+        return {"item_id": item_id, "q": q}

@@ -1,0 +1,6 @@
+"""`python -m tricorn`: run the command line."""
+
+from tricorn.main import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Create the listening sockets handed to the native server, and announce them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING
+
+from tricorn._ansi import style
+
+if TYPE_CHECKING:
+    from tricorn.config import Config
+
+logger = logging.getLogger("tricorn.error")
+
+UDS_PERMISSIONS = 0o666
+
+
+def create_socket(config: Config) -> socket.socket:
+    """Return a bound, listening, inheritable socket for `--uds`, `--fd` or `--host`/`--port`.
+
+    Raises OSError when binding fails.
+    """
+    if config.uds is not None:
+        sock = _bind_unix(config.uds)
+    elif config.fd is not None:
+        sock = _adopt_fd(config.fd)
+    else:
+        sock = _bind_tcp(config.host, config.port)
+    try:
+        sock.listen(config.backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_unix(path: str) -> socket.socket:
+    """Bind an AF_UNIX socket at `path`, replacing a stale socket file and keeping its permissions."""
+    mode = UDS_PERMISSIONS
+    if os.path.exists(path):
+        status = os.stat(path)
+        if stat.S_ISSOCK(status.st_mode):
+            mode = stat.S_IMODE(status.st_mode)
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _adopt_fd(fd: int) -> socket.socket:
+    """Wrap a duplicate of an inherited socket; the family and type are read from the socket itself."""
+    return socket.socket(fileno=os.dup(fd))
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind a TCP socket with SO_REUSEADDR; IPv6 when `host` contains a colon."""
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def log_started_message(config: Config, sock: socket.socket) -> None:
+    """Log `Tricorn running on ...` for the socket the server listens on."""
+    if config.uds is not None:
+        address_format, args = "unix socket %s", [config.uds]
+        color_message = "Tricorn running on unix socket " + style("%s", bold=True) + " (Press CTRL+C to quit)"
+    elif config.fd is not None:
+        address_format, args = "socket %s", [sock.getsockname()]
+        color_message = "Tricorn running on socket " + style("%s", bold=True) + " (Press CTRL+C to quit)"
+    else:
+        address_format = "%s://[%s]:%d" if ":" in config.host else "%s://%s:%d"
+        args = ["https" if config.is_ssl else "http", config.host, sock.getsockname()[1]]
+        color_message = "Tricorn running on " + style(address_format, bold=True) + " (Press CTRL+C to quit)"
+    message = f"Tricorn running on {address_format} (Press CTRL+C to quit)"
+    logger.info(message, *args, extra={"color_message": color_message})

@@ -1,0 +1,281 @@
+//! The `receive` and `send` callables given to the application (ASGI HTTP spec 2.3).
+
+use std::rc::Rc;
+use std::task::Context;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use super::awaitable::Ready;
+use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage};
+use super::messages;
+use super::scope::{Origin, client_label};
+use crate::runtime;
+use crate::server::ServerState;
+
+/// Bodies up to this size are copied; larger ones are shared with the Python `bytes` object.
+const COPY_LIMIT: usize = 4096;
+
+/// `receive()`: the next `http.request` or `http.disconnect` message.
+#[pyclass(module = "tricorn._tricorn", unsendable)]
+pub(crate) struct Receive {
+    exchange: ExchangeRef,
+    state: Rc<ServerState>,
+}
+
+impl Receive {
+    pub(crate) fn new(exchange: ExchangeRef, state: Rc<ServerState>) -> Self {
+        Self { exchange, state }
+    }
+}
+
+#[pymethods]
+impl Receive {
+    fn __call__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut exchange = self.exchange.borrow_mut();
+        if let Some(message) = messages::received(py, &exchange.take_received()) {
+            return Ok(Py::new(py, Ready::new(message))?.into_any());
+        }
+        if exchange.needs_pump() {
+            let pumped = self.exchange.clone();
+            let id = runtime::spawn(std::future::poll_fn(move |cx| {
+                let poll = pumped.borrow_mut().pump_body(cx);
+                deliver(&pumped);
+                poll
+            }));
+            exchange.set_pump(id);
+            // Poll once right away: the body is often in hyper's buffer already.
+            if let Some(waker) = runtime::handle().executor.waker(id) {
+                let _ = exchange.pump_body(&mut Context::from_waker(&waker));
+            }
+            if let Some(message) = messages::received(py, &exchange.take_received()) {
+                return Ok(Py::new(py, Ready::new(message))?.into_any());
+            }
+        }
+        let future = self.state.create_future.call0(py)?;
+        exchange.set_receive_waiter(future.clone_ref(py));
+        Ok(future)
+    }
+}
+
+/// Hand a newly available message to a parked `receive()`.
+fn deliver(exchange: &ExchangeRef) {
+    let ready = exchange.borrow_mut().take_receive_ready();
+    if let Some((future, received)) = ready {
+        Python::attach(|py| {
+            if let Some(message) = messages::received(py, &received) {
+                messages::resolve(py, &future, message);
+            }
+        });
+    }
+}
+
+/// What the access log line needs, kept only when the access log is on.
+pub(crate) struct AccessInfo {
+    client: String,
+    method: String,
+    path: String,
+    version: &'static str,
+}
+
+impl AccessInfo {
+    pub(crate) fn new(origin: &Origin<'_>, parts: &Parts, root_path: &str) -> Self {
+        let mut path = String::with_capacity(root_path.len() + parts.uri.path().len());
+        path.push_str(root_path);
+        path.push_str(parts.uri.path());
+        if let Some(query) = parts.uri.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        let version = match parts.version {
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_2 => "2",
+            http::Version::HTTP_3 => "3",
+            _ => "1.1",
+        };
+        Self { client: client_label(origin), method: parts.method.to_string(), path, version }
+    }
+}
+
+/// `send(message)`: `http.response.start` then `http.response.body` messages.
+#[pyclass(module = "tricorn._tricorn", unsendable)]
+pub(crate) struct Send {
+    exchange: ExchangeRef,
+    state: Rc<ServerState>,
+    access: Option<AccessInfo>,
+    finished: bool,
+}
+
+impl Send {
+    pub(crate) fn new(exchange: ExchangeRef, state: Rc<ServerState>, access: Option<AccessInfo>) -> Self {
+        Self { exchange, state, access, finished: false }
+    }
+
+    fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let status: u16 = message.get_item(intern!(py, "status"))?.extract()?;
+        let status = StatusCode::from_u16(status).map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
+        let mut headers = HeaderMap::with_capacity(self.state.settings.default_headers.len() + 4);
+        for (name, value) in &self.state.settings.default_headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let mut expected_length = None;
+        if let Some(list) = optional(py, message, intern!(py, "headers"))? {
+            for pair in list.try_iter()? {
+                let pair = pair?;
+                let name = pair.get_item(0)?;
+                let value = pair.get_item(1)?;
+                let name = header_bytes(&name, "name")?;
+                let value = header_bytes(&value, "value")?;
+                let name = HeaderName::from_bytes(name)
+                    .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name))))?;
+                let value = HeaderValue::from_bytes(value)
+                    .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
+                if name == http::header::CONTENT_LENGTH {
+                    expected_length = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+                }
+                headers.append(name, value);
+            }
+        }
+        if let Some(access) = &self.access {
+            let logger = self.state.access_logger.bind(py);
+            logger.call_method1(
+                intern!(py, "info"),
+                (
+                    intern!(py, "%s - \"%s %s HTTP/%s\" %d"),
+                    access.client.as_str(),
+                    access.method.as_str(),
+                    access.path.as_str(),
+                    access.version,
+                    status.as_u16(),
+                ),
+            )?;
+        }
+        self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length);
+        Ok(())
+    }
+
+    fn body(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let chunk = match optional(py, message, intern!(py, "body"))? {
+            Some(body) => body_bytes(&body)?,
+            None => Bytes::new(),
+        };
+        let more_body = match optional(py, message, intern!(py, "more_body"))? {
+            Some(more) => more.is_truthy()?,
+            None => false,
+        };
+        let mut exchange = self.exchange.borrow_mut();
+        let sent = exchange.sent_length + chunk.len() as u64;
+        if let Some(expected) = exchange.expected_length {
+            if sent > expected {
+                return Err(PyRuntimeError::new_err("Response content longer than Content-Length"));
+            }
+            if !more_body && sent < expected {
+                return Err(PyRuntimeError::new_err("Response content shorter than Content-Length"));
+            }
+        }
+        if exchange.push_body(chunk, more_body) {
+            let future = self.state.create_future.call0(py)?;
+            exchange.set_send_waiter(future.clone_ref(py));
+            return Ok(future);
+        }
+        Ok(self.state.done.clone_ref(py).into_any())
+    }
+
+    /// Account for the end of the application and fix up the response.
+    fn finish(&mut self, py: Python<'_>, returned: bool) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        self.state.tasks.set(self.state.tasks.get().saturating_sub(1));
+        let outcome = self.exchange.borrow_mut().finish_app();
+        match outcome {
+            AppOutcome::NoResponse if returned => {
+                self.state.log_error(py, "ASGI callable returned without starting response.");
+            }
+            AppOutcome::Incomplete if returned => {
+                self.state.log_error(py, "ASGI callable returned without completing response.");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[pymethods]
+impl Send {
+    fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
+        let kind = kind.to_str()?;
+        let (stage, disconnected) = {
+            let exchange = self.exchange.borrow();
+            (exchange.stage, exchange.disconnected)
+        };
+        if disconnected {
+            // ASGI HTTP spec 2.3: sending on a closed connection is a no-op.
+            return Ok(self.state.done.clone_ref(py).into_any());
+        }
+        match stage {
+            ResponseStage::NotStarted => {
+                if kind != "http.response.start" {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "Expected ASGI message 'http.response.start', but got '{kind}'."
+                    )));
+                }
+                self.start(py, message)?;
+                Ok(self.state.done.clone_ref(py).into_any())
+            }
+            ResponseStage::Started => {
+                if kind != "http.response.body" {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "Expected ASGI message 'http.response.body', but got '{kind}'."
+                    )));
+                }
+                self.body(py, message)
+            }
+            ResponseStage::Complete => Err(PyRuntimeError::new_err(format!(
+                "Unexpected ASGI message '{kind}' sent, after response already completed."
+            ))),
+        }
+    }
+
+    /// Called by the task wrapper when the application returned.
+    fn app_returned(&mut self, py: Python<'_>) {
+        self.finish(py, true);
+    }
+
+    /// Called by the task wrapper when the application raised (the traceback is logged there).
+    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>) {
+        self.finish(py, false);
+    }
+}
+
+/// `message.get(key)`, for dicts and other mappings.
+fn optional<'py>(py: Python<'py>, message: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(dict) = message.cast::<PyDict>() {
+        return dict.get_item(key);
+    }
+    let value = message.call_method1(intern!(py, "get"), (key,))?;
+    Ok((!value.is_none()).then_some(value))
+}
+
+fn header_bytes<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
+    value
+        .cast::<PyBytes>()
+        .map(|b| b.as_bytes())
+        .map_err(|_| PyTypeError::new_err(format!("ASGI header {what} must be bytes")))
+}
+
+fn body_bytes(body: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let bytes = body.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("ASGI 'body' must be bytes"))?;
+    let data = bytes.as_bytes();
+    if data.len() <= COPY_LIMIT {
+        return Ok(Bytes::copy_from_slice(data));
+    }
+    Ok(Bytes::from_owner(PyBackedBytes::from(bytes.clone())))
+}

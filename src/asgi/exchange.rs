@@ -1,0 +1,346 @@
+//! The state of one request/response exchange, shared by the network side (hyper's service
+//! future and response body) and the application side (`receive()` and `send()`).
+//!
+//! Everything lives on the loop thread, so the state is an `Rc<RefCell<..>>`. Python futures
+//! are resolved only after the borrow is released, as resolving one may run Python code.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use http_body::Body;
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+
+/// Buffered request body above which the socket stops being read (as uvicorn's 64 KiB).
+pub(crate) const REQUEST_HIGH_WATER: usize = 64 * 1024;
+/// Queued response body above which `send()` waits for the client to read.
+pub(crate) const RESPONSE_HIGH_WATER: usize = 64 * 1024;
+
+/// Shared handle on an exchange.
+pub(crate) type ExchangeRef = Rc<RefCell<Exchange>>;
+
+/// Status line and headers the application sent with `http.response.start`.
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+}
+
+/// Where the response is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ResponseStage {
+    /// `http.response.start` not sent yet.
+    NotStarted,
+    /// Head sent; body messages may follow.
+    Started,
+    /// The last body message was sent.
+    Complete,
+}
+
+/// What a `receive()` call gets.
+pub(crate) enum Received {
+    /// An `http.request` message.
+    Body { body: Bytes, more_body: bool },
+    /// An `http.disconnect` message.
+    Disconnect,
+    /// Nothing yet: the caller must wait.
+    Wait,
+}
+
+/// One exchange.
+pub(crate) struct Exchange {
+    // Request side.
+    incoming: Option<Incoming>,
+    body_chunks: BytesMut,
+    body_finished: bool,
+    /// The message with `more_body == False` was handed to the application.
+    end_delivered: bool,
+    /// A `receive()` waiting for a message: an asyncio future.
+    receive_waiter: Option<Py<PyAny>>,
+    /// Id of the task pumping the request body, once spawned.
+    pump: Option<usize>,
+    pump_waker: Option<Waker>,
+    limit_request_body: Option<u64>,
+    body_received: u64,
+    // Response side.
+    pub(crate) stage: ResponseStage,
+    head: Option<ResponseHead>,
+    /// The first body message arrived (or the app finished), so hyper may take the head.
+    head_ready: bool,
+    chunks: VecDeque<Bytes>,
+    queued: usize,
+    pub(crate) expected_length: Option<u64>,
+    pub(crate) sent_length: u64,
+    /// A `send()` waiting for the client to read: an asyncio future.
+    send_waiter: Option<Py<PyAny>>,
+    head_waker: Option<Waker>,
+    body_waker: Option<Waker>,
+    // Both sides.
+    /// The client went away, or the connection was aborted.
+    pub(crate) disconnected: bool,
+    /// The response must end with an error (closing the connection) instead of completing.
+    aborted: bool,
+}
+
+impl Exchange {
+    /// A new exchange for a request whose body is `incoming`.
+    pub(crate) fn new(incoming: Incoming, limit_request_body: Option<u64>) -> ExchangeRef {
+        let finished = incoming.is_end_stream();
+        Rc::new(RefCell::new(Self {
+            incoming: (!finished).then_some(incoming),
+            body_chunks: BytesMut::new(),
+            body_finished: finished,
+            end_delivered: false,
+            receive_waiter: None,
+            pump: None,
+            pump_waker: None,
+            limit_request_body,
+            body_received: 0,
+            stage: ResponseStage::NotStarted,
+            head: None,
+            head_ready: false,
+            chunks: VecDeque::new(),
+            queued: 0,
+            expected_length: None,
+            sent_length: 0,
+            send_waiter: None,
+            head_waker: None,
+            body_waker: None,
+            disconnected: false,
+            aborted: false,
+        }))
+    }
+
+    // ---- request body ----
+
+    /// Take what a `receive()` call returns now, if anything (ASGI HTTP spec, "Request").
+    pub(crate) fn take_received(&mut self) -> Received {
+        if self.disconnected || self.stage == ResponseStage::Complete {
+            return Received::Disconnect;
+        }
+        if !self.body_chunks.is_empty() || (self.body_finished && !self.end_delivered) {
+            self.end_delivered = self.body_finished;
+            let body = self.body_chunks.split().freeze();
+            if let Some(waker) = self.pump_waker.take() {
+                waker.wake();
+            }
+            return Received::Body { body, more_body: !self.body_finished };
+        }
+        Received::Wait
+    }
+
+    /// Whether the request body still needs a pump task.
+    pub(crate) fn needs_pump(&self) -> bool {
+        self.incoming.is_some() && self.pump.is_none()
+    }
+
+    /// Remember the id of the pump task.
+    pub(crate) fn set_pump(&mut self, id: usize) {
+        self.pump = Some(id);
+    }
+
+    /// Move request body data from hyper into the buffer, up to the high-water mark.
+    ///
+    /// Polling the body is also what makes hyper send `100 Continue` (RFC 9110 §10.1.1) when the
+    /// client asked for it: the first poll happens on the application's first `receive()`.
+    /// Returns `Ready` when the body is finished (or failed).
+    pub(crate) fn pump_body(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(incoming) = self.incoming.as_mut() else { return Poll::Ready(()) };
+            if self.body_chunks.len() >= REQUEST_HIGH_WATER {
+                self.pump_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            match std::pin::Pin::new(incoming).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.body_received += data.len() as u64;
+                        if self.limit_request_body.is_some_and(|limit| self.body_received > limit) {
+                            self.incoming = None;
+                            self.disconnected = true;
+                            self.aborted = true;
+                            return Poll::Ready(());
+                        }
+                        self.body_chunks.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.incoming = None;
+                    self.body_finished = true;
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    // A body that breaks off (connection lost mid-body) is a disconnect.
+                    self.incoming = None;
+                    self.disconnected = true;
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    /// Park a `receive()` future until a message is available.
+    pub(crate) fn set_receive_waiter(&mut self, future: Py<PyAny>) {
+        self.receive_waiter = Some(future);
+    }
+
+    /// Take the parked `receive()` future if its message is now available.
+    pub(crate) fn take_receive_ready(&mut self) -> Option<(Py<PyAny>, Received)> {
+        self.receive_waiter.as_ref()?;
+        match self.take_received() {
+            Received::Wait => None,
+            received => self.receive_waiter.take().map(|future| (future, received)),
+        }
+    }
+
+    // ---- response ----
+
+    /// Record `http.response.start`.
+    pub(crate) fn start_response(&mut self, head: ResponseHead, expected_length: Option<u64>) {
+        self.stage = ResponseStage::Started;
+        self.head = Some(head);
+        self.expected_length = expected_length;
+    }
+
+    /// Queue a body chunk; `more_body == false` completes the response. Returns whether the
+    /// caller should wait for the client to read (backpressure).
+    pub(crate) fn push_body(&mut self, chunk: Bytes, more_body: bool) -> bool {
+        self.sent_length += chunk.len() as u64;
+        if !chunk.is_empty() {
+            self.queued += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+        if !more_body {
+            self.stage = ResponseStage::Complete;
+        }
+        self.head_ready = true;
+        self.wake_network();
+        more_body && self.queued > RESPONSE_HIGH_WATER
+    }
+
+    /// Park a `send()` future until the queued body drains.
+    pub(crate) fn set_send_waiter(&mut self, future: Py<PyAny>) {
+        self.send_waiter = Some(future);
+    }
+
+    /// The application finished (returned or raised). Returns what the network side must do.
+    pub(crate) fn finish_app(&mut self) -> AppOutcome {
+        let outcome = match self.stage {
+            ResponseStage::NotStarted if self.disconnected => AppOutcome::Fine,
+            ResponseStage::NotStarted => AppOutcome::NoResponse,
+            ResponseStage::Started => {
+                self.aborted = true;
+                AppOutcome::Incomplete
+            }
+            ResponseStage::Complete => AppOutcome::Fine,
+        };
+        self.head_ready = true;
+        self.wake_network();
+        outcome
+    }
+
+    /// Close the connection after what was sent (the app failed after starting the response).
+    pub(crate) fn abort(&mut self) {
+        self.aborted = true;
+        self.head_ready = true;
+        self.wake_network();
+    }
+
+    fn wake_network(&mut self) {
+        if let Some(waker) = self.head_waker.take() {
+            waker.wake();
+        }
+        if let Some(waker) = self.body_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// For hyper's service future: the head, once it may be written.
+    pub(crate) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseHead>> {
+        if self.head_ready || self.aborted {
+            return Poll::Ready(self.head.take());
+        }
+        self.head_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// For hyper's response body: the next chunk, the end, or an abort.
+    ///
+    /// Also returns the `send()` future to resolve if the queue drained below the mark.
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> (Poll<Option<Result<Bytes, Aborted>>>, Option<Py<PyAny>>) {
+        let poll = if let Some(chunk) = self.chunks.pop_front() {
+            self.queued -= chunk.len();
+            Poll::Ready(Some(Ok(chunk)))
+        } else if self.aborted {
+            Poll::Ready(Some(Err(Aborted)))
+        } else if self.stage == ResponseStage::Complete {
+            Poll::Ready(None)
+        } else {
+            self.body_waker = Some(cx.waker().clone());
+            Poll::Pending
+        };
+        let drained = if self.queued <= RESPONSE_HIGH_WATER { self.send_waiter.take() } else { None };
+        (poll, drained)
+    }
+
+    /// Whether the whole body is queued, and its size.
+    pub(crate) fn known_length(&self) -> Option<u64> {
+        (self.stage == ResponseStage::Complete && !self.aborted).then_some(self.queued as u64)
+    }
+
+    /// Whether nothing more will come from the body.
+    pub(crate) fn body_is_end(&self) -> bool {
+        self.chunks.is_empty() && self.stage == ResponseStage::Complete && !self.aborted
+    }
+
+    /// The network side is gone (connection closed or the exchange dropped before the end).
+    /// Returns the parked futures to resolve.
+    pub(crate) fn mark_disconnected(&mut self) -> Parked {
+        self.disconnected = true;
+        self.incoming = None;
+        Parked { receive: self.receive_waiter.take(), send: self.send_waiter.take() }
+    }
+
+    /// The response body was fully written.
+    pub(crate) fn mark_sent(&mut self) -> Option<Py<PyAny>> {
+        self.receive_waiter.take()
+    }
+
+    /// Id of the pump task, to cancel it when the exchange ends.
+    pub(crate) fn take_pump(&mut self) -> Option<usize> {
+        self.pump.take()
+    }
+}
+
+/// What finishing the application means for the response.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AppOutcome {
+    /// The response was complete (or the client had gone).
+    Fine,
+    /// No response was started: answer 500.
+    NoResponse,
+    /// The response was started but not completed: the connection is closed.
+    Incomplete,
+}
+
+/// Futures parked on an exchange that ended.
+pub(crate) struct Parked {
+    pub(crate) receive: Option<Py<PyAny>>,
+    pub(crate) send: Option<Py<PyAny>>,
+}
+
+/// The response was aborted after it started: hyper closes the connection.
+#[derive(Debug)]
+pub(crate) struct Aborted;
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response aborted")
+    }
+}
+
+impl std::error::Error for Aborted {}

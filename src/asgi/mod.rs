@@ -1,0 +1,9 @@
+//! ASGI 3 for HTTP: scope, `receive`/`send`, and the exchange between hyper and the app.
+
+pub(crate) mod app;
+pub(crate) mod awaitable;
+pub(crate) mod channels;
+pub(crate) mod exchange;
+pub(crate) mod messages;
+pub(crate) mod scope;
+pub(crate) mod service;

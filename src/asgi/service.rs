@@ -1,0 +1,216 @@
+//! The hyper side of an exchange: the service that starts the application for each request,
+//! the future that yields the response head, and the body that streams what `send()` queued.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
+use super::{app, messages};
+use crate::net::ConnInfo;
+use crate::server::ServerState;
+
+/// hyper service: one per connection.
+pub(crate) struct AsgiService {
+    pub(crate) state: Rc<ServerState>,
+    pub(crate) conn: Rc<ConnInfo>,
+    /// Scheme of the connection before proxy headers (`http` or `https`).
+    pub(crate) scheme: &'static str,
+}
+
+impl hyper::service::Service<Request<Incoming>> for AsgiService {
+    type Response = Response<ResponseBody>;
+    type Error = Aborted;
+    type Future = ResponseFuture;
+
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        let state = &self.state;
+        state.total_requests.set(state.total_requests.get() + 1);
+        if let Some(limit) = state.settings.limit_concurrency {
+            // uvicorn answers 503 once connections or tasks reach the limit; this connection
+            // counts itself, so N connections may be served at once with a limit of N.
+            if state.connections.get() > limit || state.tasks.get() >= limit {
+                state.log_warning("Exceeded concurrency limit.");
+                return ResponseFuture::Simple(Some(simple_response(
+                    state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable",
+                )));
+            }
+        }
+        if let Some(limit) = state.settings.limit_request_body {
+            if request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limit) {
+                return ResponseFuture::Simple(Some(simple_response(state, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")));
+            }
+        }
+        let (parts, body) = request.into_parts();
+        let exchange = Exchange::new(body, state.settings.limit_request_body);
+        let started = Python::attach(|py| app::start(py, state, &self.conn, self.scheme, &parts, &exchange));
+        match started {
+            Ok(()) => ResponseFuture::App { exchange, state: state.clone(), done: Cell::new(false) },
+            Err(err) => {
+                Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
+                ResponseFuture::Simple(Some(simple_response(state, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")))
+            }
+        }
+    }
+}
+
+/// A complete response produced by the server itself (errors, overload).
+pub(crate) fn simple_response(state: &ServerState, status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(text.as_bytes()))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in &state.settings.default_headers {
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Future of the response head.
+pub(crate) enum ResponseFuture {
+    /// A response the server made itself.
+    Simple(Option<Response<ResponseBody>>),
+    /// Waiting for the application.
+    App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, Aborted>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
+            Self::App { exchange, state, done } => {
+                let head = match exchange.borrow_mut().poll_head(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(head) => head,
+                };
+                done.set(true);
+                match head {
+                    Some(ResponseHead { status, headers }) => {
+                        let mut response = Response::new(ResponseBody::Stream(exchange.clone(), false));
+                        *response.status_mut() = status;
+                        *response.headers_mut() = headers;
+                        Poll::Ready(Ok(response))
+                    }
+                    // The application finished without a response, or failed before starting one.
+                    None if exchange.borrow().disconnected => Poll::Ready(Err(Aborted)),
+                    None => Poll::Ready(Ok(simple_response(state, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let Self::App { exchange, done, .. } = self {
+            if !done.get() {
+                // hyper dropped the request before a response: the connection is gone.
+                let parked = exchange.borrow_mut().mark_disconnected();
+                resolve_parked(exchange, parked);
+            }
+        }
+    }
+}
+
+/// Response body handed to hyper.
+pub(crate) enum ResponseBody {
+    /// A body known in full.
+    Full(Option<Bytes>),
+    /// Chunks sent by the application; the flag records that the end was reached.
+    Stream(ExchangeRef, bool),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        match self.get_mut() {
+            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Self::Stream(exchange, finished) => {
+                let (poll, drained) = exchange.borrow_mut().poll_chunk(cx);
+                if let Some(future) = drained {
+                    Python::attach(|py| messages::resolve(py, &future, py.None()));
+                }
+                if let Poll::Ready(None) = poll {
+                    *finished = true;
+                    let waiter = exchange.borrow_mut().mark_sent();
+                    if let Some(future) = waiter {
+                        Python::attach(|py| messages::resolve(py, &future, messages::disconnect(py)));
+                    }
+                }
+                poll.map(|chunk| chunk.map(|c| c.map(Frame::data)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(data) => data.is_none(),
+            Self::Stream(exchange, finished) => *finished || exchange.borrow().body_is_end(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Stream(exchange, _) => {
+                exchange.borrow().known_length().map_or_else(SizeHint::default, SizeHint::with_exact)
+            }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Self::Stream(exchange, false) = self {
+            let parked = exchange.borrow_mut().mark_disconnected();
+            resolve_parked(exchange, parked);
+        }
+        if let Self::Stream(exchange, _) = self {
+            if let Some(pump) = exchange.borrow_mut().take_pump() {
+                crate::runtime::with_current(|rt| rt.executor.cancel(pump));
+            }
+        }
+    }
+}
+
+/// Wake the application's pending `receive()` and `send()` after the connection went away.
+fn resolve_parked(_exchange: &ExchangeRef, parked: Parked) {
+    if parked.receive.is_none() && parked.send.is_none() {
+        return;
+    }
+    Python::attach(|py| {
+        if let Some(future) = parked.receive {
+            messages::resolve(py, &future, messages::disconnect(py));
+        }
+        if let Some(future) = parked.send {
+            messages::resolve(py, &future, py.None());
+        }
+    });
+}
+
+/// Keep the module's imports honest for dictionary helpers used by sibling modules.
+#[allow(dead_code)]
+fn _type_check(py: Python<'_>) -> Bound<'_, PyDict> {
+    let d = PyDict::new(py);
+    let _ = intern!(py, "type");
+    d
+}

@@ -1,0 +1,30 @@
+//! tricorn's native module: an HTTP server for ASGI applications, driven by the Python event
+//! loop. The Python package (`python/tricorn`) holds the CLI, the configuration and lifespan;
+//! this crate holds the network layer and the ASGI bridge. See `docs/architecture.md`.
+
+mod asgi;
+mod net;
+mod proxy_headers;
+mod runtime;
+mod server;
+mod settings;
+
+use pyo3::prelude::*;
+
+/// The `tricorn._tricorn` extension module.
+#[pymodule]
+mod _tricorn {
+    #[pymodule_export]
+    use crate::asgi::awaitable::{Done, Ready};
+    #[pymodule_export]
+    use crate::asgi::channels::{Receive, Send};
+    #[pymodule_export]
+    use crate::server::NativeServer;
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

@@ -1,0 +1,153 @@
+//! Non-blocking sockets registered with the loop-thread runtime.
+//!
+//! [`Registered`] owns a mio source and implements hyper's `Read`/`Write` traits: every call
+//! tries the system call first and parks the task's waker only on `WouldBlock`.
+
+use std::io::{self, IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use mio::Token;
+use mio::event::Source;
+
+use super::reactor::IoSlot;
+
+/// A socket registered with the current thread's runtime; deregistered on drop.
+pub(crate) struct Registered<S: Source> {
+    io: S,
+    token: Token,
+    slot: Rc<IoSlot>,
+}
+
+impl<S: Source> Registered<S> {
+    /// Register `io` with the current thread's runtime.
+    pub(crate) fn new(mut io: S) -> io::Result<Self> {
+        let (token, slot) = super::handle().reactor.register(&mut io)?;
+        Ok(Self { io, token, slot })
+    }
+
+    /// The wrapped socket.
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Run `op` on the socket; park the task for readability if it would block.
+    pub(crate) fn poll_read_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.slot.park_reader(cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// Run `op` on the socket; park the task for writability if it would block.
+    pub(crate) fn poll_write_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.slot.park_writer(cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl<S: Source> Drop for Registered<S> {
+    fn drop(&mut self) {
+        super::with_current(|rt| rt.reactor.deregister(&mut self.io, self.token));
+    }
+}
+
+/// A connected byte stream: what hyper reads requests from and writes responses to.
+pub(crate) trait Stream: Source + AsRawFd + Unpin {
+    /// Write from `buf` without blocking.
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Write from `bufs` (one `writev`) without blocking.
+    fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Shut the write half down (sends FIN).
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+macro_rules! impl_stream {
+    ($($ty:ty),*) => {$(
+        impl Stream for $ty {
+            fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+
+            fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+
+            fn shutdown_write(&self) -> io::Result<()> {
+                self.shutdown(std::net::Shutdown::Write)
+            }
+        }
+    )*};
+}
+
+impl_stream!(mio::net::TcpStream, mio::net::UnixStream);
+
+impl<S: Stream> hyper::rt::Read for Registered<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        // SAFETY: `read(2)` only writes into the unfilled part, and `advance` is called with
+        // exactly the count the kernel reports as written.
+        unsafe {
+            let unfilled = buf.as_mut();
+            let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
+            let n = match self.poll_read_with(cx, |io| {
+                let n = libc::read(io.as_raw_fd(), ptr, len);
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
+            }) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            buf.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: Stream> hyper::rt::Write for Registered<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |io| io.write_some(buf))
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |io| io.write_vectored_some(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match self.io.shutdown_write() {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! The server object Python drives: listeners, connections, counters and shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use hyper::server::conn::http1;
+use pyo3::exceptions::PyOSError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use slab::Slab;
+
+use crate::asgi::awaitable::Done;
+use crate::asgi::service::AsgiService;
+use crate::net::{Accepted, ConnInfo, Listener, PeerAddr, backoff, is_connection_error};
+use crate::runtime::io::{Registered, Stream};
+use crate::runtime::timer::HyperTimer;
+use crate::runtime::{self, Runtime};
+use crate::settings::Settings;
+
+/// One open connection, as the server tracks it for shutdown.
+struct ConnSlot {
+    /// Runtime task serving it (for abort).
+    task: Option<usize>,
+    /// Wakes the task so it notices a graceful shutdown.
+    waker: Option<Waker>,
+}
+
+/// State shared by the server and every connection and exchange.
+pub(crate) struct ServerState {
+    pub(crate) settings: Settings,
+    /// `app_runner(scope, receive, send) -> coroutine`, the Python-side task body.
+    pub(crate) app_runner: Py<PyAny>,
+    /// `loop.create_task`
+    pub(crate) create_task: Py<PyAny>,
+    /// `loop.create_future`
+    pub(crate) create_future: Py<PyAny>,
+    pub(crate) access_logger: Py<PyAny>,
+    pub(crate) error_logger: Py<PyAny>,
+    /// Lifespan state, shallow-copied into each scope.
+    pub(crate) lifespan_state: Py<PyDict>,
+    /// The shared already-done awaitable returned by `send()`.
+    pub(crate) done: Py<Done>,
+    http1: http1::Builder,
+    /// Open connections.
+    pub(crate) connections: Cell<usize>,
+    /// Application tasks still running.
+    pub(crate) tasks: Cell<usize>,
+    /// Requests received since start.
+    pub(crate) total_requests: Cell<u64>,
+    shutting_down: Cell<bool>,
+    conns: RefCell<Slab<ConnSlot>>,
+}
+
+impl ServerState {
+    /// Log `message` at error level on `tricorn.error`.
+    pub(crate) fn log_error(&self, py: Python<'_>, message: &str) {
+        if let Err(err) = self.error_logger.call_method1(py, intern!(py, "error"), (message,)) {
+            err.write_unraisable(py, None);
+        }
+    }
+
+    /// Log `message` at warning level on `tricorn.error`.
+    pub(crate) fn log_warning(&self, message: &str) {
+        Python::attach(|py| {
+            if let Err(err) = self.error_logger.call_method1(py, intern!(py, "warning"), (message,)) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+
+    /// Log `message` with the traceback of `err` on `tricorn.error`.
+    pub(crate) fn log_exception(&self, py: Python<'_>, message: &str, err: &PyErr) {
+        let kwargs = PyDict::new(py);
+        let logged = kwargs
+            .set_item(intern!(py, "exc_info"), err.value(py))
+            .and_then(|()| self.error_logger.call_method(py, intern!(py, "error"), (message,), Some(&kwargs)));
+        if let Err(err) = logged {
+            err.write_unraisable(py, None);
+        }
+    }
+}
+
+/// The native server: Python calls `drive()` whenever `fileno()` is readable.
+#[pyclass(module = "tricorn._tricorn", unsendable)]
+pub(crate) struct NativeServer {
+    runtime: Rc<Runtime>,
+    state: Rc<ServerState>,
+    accept_tasks: Vec<usize>,
+}
+
+#[pymethods]
+impl NativeServer {
+    #[new]
+    fn new(py: Python<'_>, app_runner: Py<PyAny>, event_loop: &Bound<'_, PyAny>, settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let parsed = Settings::from_dict(settings)?;
+        let runtime = runtime::current().map_err(|e| PyOSError::new_err(format!("cannot create the runtime: {e}")))?;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(HyperTimer)
+            .header_read_timeout(parsed.timeout_keep_alive)
+            .auto_date_header(parsed.date_header)
+            .pipeline_flush(true)
+            .keep_alive(true);
+        let get = |key: &str| -> PyResult<Py<PyAny>> {
+            settings
+                .get_item(key)?
+                .map(Bound::unbind)
+                .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("missing setting {key:?}")))
+        };
+        let state = ServerState {
+            settings: parsed,
+            app_runner,
+            create_task: event_loop.getattr(intern!(py, "create_task"))?.unbind(),
+            create_future: event_loop.getattr(intern!(py, "create_future"))?.unbind(),
+            access_logger: get("access_logger")?,
+            error_logger: get("error_logger")?,
+            lifespan_state: get("state")?.bind(py).cast::<PyDict>()?.clone().unbind(),
+            done: Py::new(py, Done)?,
+            http1: builder,
+            connections: Cell::new(0),
+            tasks: Cell::new(0),
+            total_requests: Cell::new(0),
+            shutting_down: Cell::new(false),
+            conns: RefCell::new(Slab::new()),
+        };
+        Ok(Self { runtime, state: Rc::new(state), accept_tasks: Vec::new() })
+    }
+
+    /// Adopt a bound, listening socket and start accepting on it.
+    fn listen(&mut self, fd: i32) -> PyResult<()> {
+        let listener = Listener::adopt(fd)?;
+        let state = self.state.clone();
+        let id = runtime::spawn(accept_loop(listener, state));
+        self.accept_tasks.push(id);
+        Ok(())
+    }
+
+    /// The epoll fd to watch with `loop.add_reader`.
+    fn fileno(&self) -> i32 {
+        self.runtime.fileno()
+    }
+
+    /// Run ready I/O, timers and tasks; never blocks.
+    fn drive(&self) -> PyResult<()> {
+        self.runtime.drive().map_err(PyErr::from)
+    }
+
+    /// Stop accepting; close idle connections and the others once their response is done.
+    fn shutdown(&mut self) {
+        self.state.shutting_down.set(true);
+        for id in self.accept_tasks.drain(..) {
+            self.runtime.executor.cancel(id);
+        }
+        let wakers: Vec<Waker> = self.state.conns.borrow_mut().iter_mut().filter_map(|(_, slot)| slot.waker.take()).collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Close every connection now.
+    fn abort(&mut self) {
+        self.shutdown();
+        let tasks: Vec<usize> = self.state.conns.borrow().iter().filter_map(|(_, slot)| slot.task).collect();
+        for id in tasks {
+            self.runtime.executor.cancel(id);
+        }
+    }
+
+    /// Open connections.
+    #[getter]
+    fn connections(&self) -> usize {
+        self.state.connections.get()
+    }
+
+    /// Application tasks still running.
+    #[getter]
+    fn tasks(&self) -> usize {
+        self.state.tasks.get()
+    }
+
+    /// Requests received since start.
+    #[getter]
+    fn total_requests(&self) -> u64 {
+        self.state.total_requests.get()
+    }
+}
+
+async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
+    loop {
+        match listener.accept().await {
+            Ok(Accepted::Tcp(stream, peer, local)) => {
+                let _ = stream.set_nodelay(true);
+                let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer) };
+                start_connection(&state, stream, info);
+            }
+            Ok(Accepted::Unix(stream, path)) => {
+                let info = ConnInfo { server: PeerAddr::Unix(path), client: None };
+                start_connection(&state, stream, info);
+            }
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                state.log_warning(&format!("accept failed: {e}"));
+                backoff().await;
+            }
+        }
+    }
+}
+
+fn start_connection<S>(state: &Rc<ServerState>, stream: S, info: ConnInfo)
+where
+    S: Stream + 'static,
+{
+    let stream = match Registered::new(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            state.log_warning(&format!("cannot register connection: {e}"));
+            return;
+        }
+    };
+    let key = state.conns.borrow_mut().insert(ConnSlot { task: None, waker: None });
+    state.connections.set(state.connections.get() + 1);
+    let task = runtime::spawn(serve_connection(state.clone(), stream, Rc::new(info), key));
+    if let Some(slot) = state.conns.borrow_mut().get_mut(key) {
+        slot.task = Some(task);
+    }
+}
+
+/// Forgets the connection when its task ends or is cancelled.
+struct ConnGuard {
+    state: Rc<ServerState>,
+    key: usize,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut conns = self.state.conns.borrow_mut();
+        if conns.contains(self.key) {
+            conns.remove(self.key);
+        }
+        self.state.connections.set(self.state.connections.get().saturating_sub(1));
+    }
+}
+
+async fn serve_connection<S: Stream + 'static>(state: Rc<ServerState>, stream: Registered<S>, info: Rc<ConnInfo>, key: usize) {
+    let guard = ConnGuard { state: state.clone(), key };
+    let service = AsgiService { state: state.clone(), conn: info, scheme: "http" };
+    let mut conn = pin!(state.http1.serve_connection(stream, service));
+    let mut shutdown_sent = false;
+    let _ = poll_fn(|cx| {
+        if !shutdown_sent {
+            if state.shutting_down.get() {
+                conn.as_mut().graceful_shutdown();
+                shutdown_sent = true;
+            } else if let Some(slot) = state.conns.borrow_mut().get_mut(guard.key) {
+                match &slot.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => slot.waker = Some(cx.waker().clone()),
+                }
+            }
+        }
+        match conn.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    drop(guard);
+}

@@ -1,0 +1,43 @@
+"""Fixtures: real servers in subprocesses (and in-process for the Python API tests)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ServerProcess
+
+DEFAULT_TIMEOUT = 60
+
+
+def pytest_collection_modifyitems(items):
+    # Every test is bounded in time, even without an explicit marker.
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+@pytest.fixture
+def start_server():
+    """Factory: start_server("tests.apps.basic:app", "--opt", ..., env={...}, ready=True) -> ServerProcess.
+
+    Every server started is stopped (SIGTERM, SIGKILL after 10 s) at the end of the test.
+    """
+    started = []
+
+    def _start(app="tests.apps.basic:app", *args, env=None, ready=True, uds=None, **kwargs):
+        srv = ServerProcess(app, *args, env=env, **kwargs)
+        started.append(srv)
+        if ready:
+            srv.wait_ready(uds=uds)
+        return srv
+
+    yield _start
+    for srv in started:
+        srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def basic_server():
+    """One server for the basic app, shared by a whole module."""
+    with ServerProcess("tests.apps.basic:app") as srv:
+        srv.wait_ready()
+        yield srv

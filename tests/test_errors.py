@@ -1,0 +1,124 @@
+"""Application errors: 500s, aborted connections, wrong ASGI message order."""
+import uuid
+
+import httpx
+import pytest
+
+from tests.helpers import RawClient, wait_until
+
+
+@pytest.fixture(scope="module")
+def srv(basic_server):
+    return basic_server
+
+
+def assert_still_serving(srv):
+    r = httpx.get(srv.url + "/head", timeout=10)
+    assert r.status_code == 200 and r.text == "hello"
+
+
+def test_exception_before_response_start_gives_500(srv):
+    with RawClient(port=srv.port) as c:
+        r = c.request("GET", "/raise-before")
+        assert r.status == 500
+        assert r.body == b"Internal Server Error"
+        assert r.header("content-type") == "text/plain; charset=utf-8"
+        assert (r.header("connection") or "").lower() == "close"
+        assert c.is_closed(5)
+    assert_still_serving(srv)
+    srv.wait_output("boom-before-start")
+
+
+def test_exception_after_response_start_closes_connection(srv):
+    with RawClient(port=srv.port) as c:
+        c.send(b"GET /raise-after HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = c.read_head()
+        assert head.status == 200
+        data = c.read_eof()  # must terminate: the server closes the connection
+    # The response is not properly terminated (no final zero-length chunk).
+    assert b"partial" in data
+    assert not data.endswith(b"0\r\n\r\n")
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(srv.url + "/raise-after", timeout=10)
+    assert_still_serving(srv)
+
+
+def test_app_returns_without_response_gives_500(srv):
+    with RawClient(port=srv.port) as c:
+        r = c.request("GET", "/no-response")
+        assert r.status == 500
+        assert r.body == b"Internal Server Error"
+    assert_still_serving(srv)
+
+
+def test_app_returns_with_incomplete_response_closes_connection(srv):
+    with RawClient(port=srv.port) as c:
+        c.send(b"GET /incomplete HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = c.read_head()
+        assert head.status == 200 and head.header("content-length") == "100"
+        data = c.read_eof()
+    assert data == b"partial"
+    assert_still_serving(srv)
+
+
+def test_app_returning_value_still_responds(srv):
+    r = httpx.get(srv.url + "/return-value", timeout=10)
+    assert r.status_code == 200 and r.text == "ok"
+    assert_still_serving(srv)
+
+
+def test_wrong_order_body_before_start(srv):
+    r = httpx.get(srv.url + "/wrong-order?case=body-first", timeout=10)
+    assert r.status_code == 200
+    assert r.text.startswith("RuntimeError: "), r.text
+    assert "http.response.start" in r.text and "http.response.body" in r.text
+    assert_still_serving(srv)
+
+
+def test_wrong_order_double_start(srv):
+    r = httpx.get(srv.url + "/wrong-order?case=double-start", timeout=10)
+    assert r.status_code == 200
+    assert r.text.startswith("RuntimeError: "), r.text
+    assert "http.response.body" in r.text and "http.response.start" in r.text
+    assert_still_serving(srv)
+
+
+def test_wrong_order_send_after_complete(srv):
+    key = "wo-" + uuid.uuid4().hex
+    r = httpx.get(srv.url + f"/wrong-order?case=after-complete&key={key}", timeout=10)
+    assert r.status_code == 200 and r.text == "done"
+
+    def value():
+        return httpx.get(srv.url + "/results", params={"key": key}, timeout=10).json()["value"]
+    text = wait_until(value, 10, message="app recorded error")
+    assert text.startswith("RuntimeError: "), text
+    assert "http.response.body" in text and "completed" in text
+    assert_still_serving(srv)
+
+
+def test_contextvars_isolated_per_request(srv):
+    with httpx.Client(base_url=srv.url, timeout=10) as client:
+        for i in range(3):  # same keep-alive connection
+            data = client.get("/ctx", params={"value": f"v{i}"}).json()
+            assert data == {"before": "unset", "after": f"v{i}", "child": f"v{i}"}
+
+
+def test_contextvars_concurrent_requests(srv):
+    import concurrent.futures
+
+    def one(i):
+        return httpx.get(srv.url + "/ctx", params={"value": f"c{i}", "delay": "0.1"}, timeout=10).json()
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, range(8)))
+    for i, data in enumerate(results):
+        assert data == {"before": "unset", "after": f"c{i}", "child": f"c{i}"}
+
+
+def test_current_task_is_real_asyncio_task_and_anyio_works(srv):
+    data = httpx.get(srv.url + "/task", timeout=15).json()
+    assert data["is_task"] is True
+    assert data["anyio_task_matches"] is True
+    assert data["task_group"] == [0, 1, 2]
+    assert data["to_thread"] == 42
+    assert data["cancelled"] is True
+    assert data["wait_for_timeout"] is True

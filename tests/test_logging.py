@@ -1,0 +1,90 @@
+"""Logging: startup lines, access log in uvicorn's format, tracebacks."""
+import re
+
+import httpx
+import pytest
+
+from tests.helpers import RawClient, ServerProcess, wait_until
+
+
+@pytest.fixture(scope="module")
+def srv():
+    with ServerProcess("tests.apps.basic:app") as s:
+        s.wait_ready()
+        yield s
+
+
+def test_startup_lines(srv):
+    err = srv.wait_output("Application startup complete.", stream="stderr")
+    assert re.search(rf"INFO:\s+Started server process \[{srv.proc.pid}\]", err), err
+    assert re.search(r"INFO:\s+Waiting for application startup\.", err), err
+    assert re.search(rf"INFO:\s+\w+ running on http://127\.0\.0\.1:{srv.port} \(Press CTRL\+C to quit\)", err), err
+
+
+def test_access_line_format_on_stdout(srv):
+    with RawClient(port=srv.port) as c:
+        local_port = c.sock.getsockname()[1]
+        assert c.request("GET", "/scope?q=1&r=2").status == 200
+    line = rf'INFO:\s+127\.0\.0\.1:{local_port} - "GET /scope\?q=1&r=2 HTTP/1\.1" 200 OK'
+    wait_until(lambda: re.search(line, srv.stdout), 10, message=f"access line {line} in stdout:\n{srv.output}")
+    assert not re.search(line, srv.stderr)
+
+
+def test_access_line_http10_and_status_phrase(srv):
+    with RawClient(port=srv.port) as c:
+        local_port = c.sock.getsockname()[1]
+        c.send(b"POST /status?code=404 HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        assert c.read_response().status == 404
+    line = rf'INFO:\s+127\.0\.0\.1:{local_port} - "POST /status\?code=404 HTTP/1\.0" 404 Not Found'
+    wait_until(lambda: re.search(line, srv.stdout), 10, message=f"access line {line}:\n{srv.output}")
+
+
+def test_access_line_keeps_raw_path(srv):
+    httpx.get(srv.url + "/caf%C3%A9", timeout=10)
+    wait_until(lambda: '"GET /caf%C3%A9 HTTP/1.1" 200' in srv.stdout, 10, message=f"raw path in access line:\n{srv.output}")
+
+
+def test_traceback_logged_on_app_exception(srv):
+    assert httpx.get(srv.url + "/raise-before", timeout=10).status_code == 500
+    err = srv.wait_output("boom-before-start", stream="stderr")
+    assert re.search(r"ERROR:\s+Exception in ASGI application", err), err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: boom-before-start" in err
+
+
+def test_no_response_logged(srv):
+    assert httpx.get(srv.url + "/no-response", timeout=10).status_code == 500
+    srv.wait_output("ASGI callable returned without starting response.", stream="stderr")
+
+
+def test_shutdown_lines(start_server):
+    s = start_server("tests.apps.basic:app")
+    s.stop()
+    err = s.stderr
+    assert re.search(r"INFO:\s+Shutting down", err), err
+    assert re.search(r"INFO:\s+Application shutdown complete\.", err), err
+    assert re.search(rf"INFO:\s+Finished server process \[{s.proc.pid}\]", err), err
+
+
+def test_no_access_log(start_server):
+    s = start_server("tests.apps.basic:app", "--no-access-log")
+    assert httpx.get(s.url + "/scope?marker=noaccess", timeout=10).status_code == 200
+    assert httpx.get(s.url + "/raise-before", timeout=10).status_code == 500
+    s.wait_output("boom-before-start", stream="stderr")  # error log still on
+    assert "marker=noaccess" not in s.output
+    assert '"GET' not in s.output
+
+
+def test_log_level_warning_hides_info(start_server):
+    s = start_server("tests.apps.basic:app", "--log-level", "warning")
+    assert httpx.get(s.url + "/scope?marker=quiet", timeout=10).status_code == 200
+    assert httpx.get(s.url + "/raise-before", timeout=10).status_code == 500
+    s.wait_output("boom-before-start", stream="stderr")
+    assert "marker=quiet" not in s.output
+    assert "Application startup complete" not in s.output
+
+
+def test_log_level_debug(start_server):
+    s = start_server("tests.apps.basic:app", "--log-level", "debug")
+    assert httpx.get(s.url + "/head", timeout=10).status_code == 200
+    s.wait_output('"GET /head HTTP/1.1" 200', stream="stdout")
