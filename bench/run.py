@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -434,9 +435,14 @@ def measure(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
     rss_before, _ = rss_kb(tree)
     cpu0 = cpu_seconds(tree)
     busy0 = cpu_busy_seconds(SERVER_CPU)
+    lbusy0 = cpu_busy_seconds(LOADGEN_CPU)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     rc, out = run_wrk(cmd, sc.pinned, args.duration)
     wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk has been reaped: its CPU
+    lbusy1 = cpu_busy_seconds(LOADGEN_CPU)
+    wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     tree_after = process_tree(proc.pid)
     # processes that appeared during the run started with 0 CPU, so summing
     # over the union is exact for them too
@@ -458,6 +464,10 @@ def measure(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
         # CPU time spent on the server's core by anything else (builds, etc.)
         m["other_load_on_server_cpu"] = round(
             max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall, 3)
+    m["wrk_cpu_util"] = round(wrk_cpu / wall, 3) if wall else None
+    if sc.pinned and lbusy0 is not None and lbusy1 is not None and wall:
+        m["other_load_on_loadgen_cpu"] = round(
+            max(0.0, (lbusy1 - lbusy0) - wrk_cpu) / wall, 3)
     reqs = m.get("requests") or 0
     m["cpu_us_per_req"] = round((cpu1 - cpu0) * 1e6 / reqs, 2) if reqs else None
     m["rss_before_kb"] = rss_before
@@ -526,7 +536,8 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         rec.update(best)
         if args.repeat > 1:
             rec["attempts"] = [{k: a.get(k) for k in ("rps", "p50_ms", "p99_ms",
-                                                      "cpu_us_per_req", "other_load_on_server_cpu")}
+                                                      "cpu_us_per_req", "other_load_on_server_cpu",
+                                                      "wrk_cpu_util", "other_load_on_loadgen_cpu")}
                                for a in attempts]
         if sc.pinned:
             rec["affinity_end"] = verify_affinity(process_tree(proc.pid), SERVER_CPU)
@@ -537,6 +548,12 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         if (rec.get("other_load_on_server_cpu") or 0) > 0.1:
             warnings.append(f"other load on CPU {SERVER_CPU}: "
                             f"{rec['other_load_on_server_cpu']:.2f} of a core")
+        if (rec.get("other_load_on_loadgen_cpu") or 0) > 0.1:
+            warnings.append(f"other load on CPU {LOADGEN_CPU} (wrk): "
+                            f"{rec['other_load_on_loadgen_cpu']:.2f} of a core")
+        if (rec.get("wrk_cpu_util") or 0) > 0.9 and sc.pinned:
+            warnings.append(f"wrk used {rec['wrk_cpu_util']:.2f} of its core: "
+                            "load generator may be the bottleneck")
         if warnings:
             rec["warning"] = "; ".join(warnings)
         rec["ok"] = True
@@ -704,8 +721,10 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
              + (f", repeated {meta['options']['repeat']} times in the same server process, "
                 "best req/s kept (all attempts in results.json)."
                 if meta['options'].get('repeat', 1) > 1 else "."))
-    L.append("- `notes` flags other load on the server's CPU during the run (from /proc/stat; "
-             "the machine may be shared with builds), wrk socket errors and non-2xx answers.")
+    L.append("- `notes` flags other load on the server's or wrk's CPU during the run "
+             "(busy time from /proc/stat not spent by the server resp. wrk; the machine may be "
+             "shared with builds), wrk using > 0.9 of its core (load generator bound), wrk "
+             "socket errors and non-2xx answers.")
     L.append("- CPU µs/request: utime+stime of the server (fields 14+15 of /proc/PID/stat, "
              "summed over the server's process tree, e.g. granian's worker process) read just "
              "before and just after the measured run, divided by the requests wrk completed. "

@@ -129,6 +129,7 @@ impl TrustedHosts {
     ///
     /// The hop is returned as written, possibly with a port; trust is decided on the host
     /// part (see [`split_host_port`]). An empty slice yields `""`.
+    #[cfg(test)]
     pub(crate) fn client_from_forwarded_for<'a>(&self, hosts: &[&'a str]) -> &'a str {
         if !self.always_trust {
             for &hop in hosts.iter().rev() {
@@ -142,11 +143,7 @@ impl TrustedHosts {
 
     /// Address / network membership (never consults the literals).
     fn contains_ip(&self, ip: IpAddr) -> bool {
-        self.ips.contains(&ip)
-            || self
-                .nets
-                .iter()
-                .any(|&(net, prefix)| network_contains(net, prefix, ip))
+        self.ips.contains(&ip) || self.nets.iter().any(|&(net, prefix)| network_contains(net, prefix, ip))
     }
 
     /// [`Self::is_trusted`] for a host taken from header bytes, with uvicorn's latin-1
@@ -206,6 +203,7 @@ pub(crate) fn forwarded_info(
 /// host. The port follows Python `int()` (surrounding whitespace, sign, `_` separators);
 /// uvicorn would report an out-of-range integer (`-1`, `70000`) verbatim, an ASGI port
 /// cannot be that, so we split the host the same way and report port 0.
+#[cfg(test)]
 pub(crate) fn split_host_port(value: &str) -> (&str, u16) {
     let (start, end, port) = host_port_span(value.as_bytes());
     // The span ends sit next to ASCII delimiters, so they are char boundaries.
@@ -412,9 +410,7 @@ fn port_or_zero(value: i64) -> u16 {
 
 /// Whether `s` equals `bytes` decoded as latin-1 (each byte is the code point U+00XX).
 fn latin1_eq(s: &str, bytes: &[u8]) -> bool {
-    s.chars()
-        .map(u32::from)
-        .eq(bytes.iter().map(|&b| u32::from(b)))
+    s.chars().map(u32::from).eq(bytes.iter().map(|&b| u32::from(b)))
 }
 
 #[cfg(test)]
@@ -442,10 +438,7 @@ mod tests {
     }
 
     fn client(trust: &str, xff: &[&str]) -> Option<(String, u16)> {
-        let pairs: Vec<(&str, &[u8])> = xff
-            .iter()
-            .map(|v| ("x-forwarded-for", v.as_bytes()))
-            .collect();
+        let pairs: Vec<(&str, &[u8])> = xff.iter().map(|v| ("x-forwarded-for", v.as_bytes())).collect();
         info(trust, Some("127.0.0.1"), &pairs).client
     }
 
@@ -562,14 +555,8 @@ mod tests {
 
     #[test]
     fn untrusted_peer_ignores_headers() {
-        let pairs: &[(&str, &[u8])] = &[
-            ("x-forwarded-proto", b"https"),
-            ("x-forwarded-for", b"1.2.3.4"),
-        ];
-        assert_eq!(
-            info("127.0.0.1", Some("10.0.0.9"), pairs),
-            ForwardedInfo::default()
-        );
+        let pairs: &[(&str, &[u8])] = &[("x-forwarded-proto", b"https"), ("x-forwarded-for", b"1.2.3.4")];
+        assert_eq!(info("127.0.0.1", Some("10.0.0.9"), pairs), ForwardedInfo::default());
         // Unix socket peer: no client, only "*" trusts it.
         assert_eq!(info("127.0.0.1", None, pairs), ForwardedInfo::default());
         assert_eq!(info("/tmp/s", None, pairs), ForwardedInfo::default());
@@ -598,10 +585,7 @@ mod tests {
     #[test]
     fn xff_all_trusted_gives_leftmost() {
         let t = "127.0.0.1, 10.0.0.0/8";
-        assert_eq!(
-            client(t, &["10.0.0.1, 10.0.0.2, 127.0.0.1"]),
-            c("10.0.0.1", 0)
-        );
+        assert_eq!(client(t, &["10.0.0.1, 10.0.0.2, 127.0.0.1"]), c("10.0.0.1", 0));
         assert_eq!(client(t, &["10.0.0.1:81, 10.0.0.2"]), c("10.0.0.1", 81));
         // "*" takes the leftmost directly.
         assert_eq!(client("*", &["1.1.1.1, 2.2.2.2"]), c("1.1.1.1", 0));
@@ -610,14 +594,8 @@ mod tests {
     #[test]
     fn multiple_xff_headers_are_joined() {
         let t = "127.0.0.1, 10.0.0.0/8";
-        assert_eq!(
-            client(t, &["1.1.1.1", "2.2.2.2, 10.0.0.1"]),
-            c("2.2.2.2", 0)
-        );
-        assert_eq!(
-            client(t, &["1.1.1.1, 10.0.0.3", "10.0.0.1"]),
-            c("1.1.1.1", 0)
-        );
+        assert_eq!(client(t, &["1.1.1.1", "2.2.2.2, 10.0.0.1"]), c("2.2.2.2", 0));
+        assert_eq!(client(t, &["1.1.1.1, 10.0.0.3", "10.0.0.1"]), c("1.1.1.1", 0));
         assert_eq!(client(t, &["10.0.0.3", "10.0.0.1"]), c("10.0.0.3", 0));
         assert_eq!(client("*", &["5.5.5.5", "6.6.6.6"]), c("5.5.5.5", 0));
     }
@@ -658,8 +636,7 @@ mod tests {
     #[test]
     fn proto_last_occurrence_and_validation() {
         let p = |vals: &[&[u8]], ws: bool| {
-            let pairs: Vec<(&str, &[u8])> =
-                vals.iter().map(|&v| ("x-forwarded-proto", v)).collect();
+            let pairs: Vec<(&str, &[u8])> = vals.iter().map(|&v| ("x-forwarded-proto", v)).collect();
             forwarded_info(&th("*"), Some("1.1.1.1"), &hm(&pairs), ws).scheme
         };
         assert_eq!(p(&[b"http", b"https"], false), Some("https"));
@@ -675,15 +652,7 @@ mod tests {
 
     #[test]
     fn websocket_mapping() {
-        let p = |v: &[u8]| {
-            forwarded_info(
-                &th("*"),
-                Some("1.1.1.1"),
-                &hm(&[("x-forwarded-proto", v)]),
-                true,
-            )
-            .scheme
-        };
+        let p = |v: &[u8]| forwarded_info(&th("*"), Some("1.1.1.1"), &hm(&[("x-forwarded-proto", v)]), true).scheme;
         assert_eq!(p(b"http"), Some("ws"));
         assert_eq!(p(b"https"), Some("wss"));
         assert_eq!(p(b"ws"), Some("ws"));
@@ -736,10 +705,7 @@ mod tests {
             t.client_from_forwarded_for(&["1.1.1.1", "2.2.2.2:5", "10.0.0.1"]),
             "2.2.2.2:5"
         );
-        assert_eq!(
-            t.client_from_forwarded_for(&["10.0.0.2", "127.0.0.1:1"]),
-            "10.0.0.2"
-        );
+        assert_eq!(t.client_from_forwarded_for(&["10.0.0.2", "127.0.0.1:1"]), "10.0.0.2");
         assert_eq!(t.client_from_forwarded_for(&[]), "");
         assert_eq!(th("*").client_from_forwarded_for(&["a", "b"]), "a");
     }

@@ -75,9 +75,10 @@ impl ServerState {
     /// Log `message` with the traceback of `err` on `tricorn.error`.
     pub(crate) fn log_exception(&self, py: Python<'_>, message: &str, err: &PyErr) {
         let kwargs = PyDict::new(py);
-        let logged = kwargs
-            .set_item(intern!(py, "exc_info"), err.value(py))
-            .and_then(|()| self.error_logger.call_method(py, intern!(py, "error"), (message,), Some(&kwargs)));
+        let logged = kwargs.set_item(intern!(py, "exc_info"), err.value(py)).and_then(|()| {
+            self.error_logger
+                .call_method(py, intern!(py, "error"), (message,), Some(&kwargs))
+        });
         if let Err(err) = logged {
             err.write_unraisable(py, None);
         }
@@ -95,7 +96,12 @@ pub(crate) struct NativeServer {
 #[pymethods]
 impl NativeServer {
     #[new]
-    fn new(py: Python<'_>, app_runner: Py<PyAny>, event_loop: &Bound<'_, PyAny>, settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        app_runner: Py<PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        settings: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
         let parsed = Settings::from_dict(settings)?;
         let runtime = runtime::current().map_err(|e| PyOSError::new_err(format!("cannot create the runtime: {e}")))?;
         let mut builder = http1::Builder::new();
@@ -127,7 +133,11 @@ impl NativeServer {
             shutting_down: Cell::new(false),
             conns: RefCell::new(Slab::new()),
         };
-        Ok(Self { runtime, state: Rc::new(state), accept_tasks: Vec::new() })
+        Ok(Self {
+            runtime,
+            state: Rc::new(state),
+            accept_tasks: Vec::new(),
+        })
     }
 
     /// Adopt a bound, listening socket and start accepting on it.
@@ -155,7 +165,13 @@ impl NativeServer {
         for id in self.accept_tasks.drain(..) {
             self.runtime.executor.cancel(id);
         }
-        let wakers: Vec<Waker> = self.state.conns.borrow_mut().iter_mut().filter_map(|(_, slot)| slot.waker.take()).collect();
+        let wakers: Vec<Waker> = self
+            .state
+            .conns
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, slot)| slot.waker.take())
+            .collect();
         for waker in wakers {
             waker.wake();
         }
@@ -164,7 +180,13 @@ impl NativeServer {
     /// Close every connection now.
     fn abort(&mut self) {
         self.shutdown();
-        let tasks: Vec<usize> = self.state.conns.borrow().iter().filter_map(|(_, slot)| slot.task).collect();
+        let tasks: Vec<usize> = self
+            .state
+            .conns
+            .borrow()
+            .iter()
+            .filter_map(|(_, slot)| slot.task)
+            .collect();
         for id in tasks {
             self.runtime.executor.cancel(id);
         }
@@ -194,11 +216,17 @@ async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
         match listener.accept().await {
             Ok(Accepted::Tcp(stream, peer, local)) => {
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer) };
+                let info = ConnInfo {
+                    server: PeerAddr::Ip(local),
+                    client: Some(peer),
+                };
                 start_connection(&state, stream, info);
             }
             Ok(Accepted::Unix(stream, path)) => {
-                let info = ConnInfo { server: PeerAddr::Unix(path), client: None };
+                let info = ConnInfo {
+                    server: PeerAddr::Unix(path),
+                    client: None,
+                };
                 start_connection(&state, stream, info);
             }
             Err(e) if is_connection_error(&e) => {}
@@ -221,7 +249,10 @@ where
             return;
         }
     };
-    let key = state.conns.borrow_mut().insert(ConnSlot { task: None, waker: None });
+    let key = state.conns.borrow_mut().insert(ConnSlot {
+        task: None,
+        waker: None,
+    });
     state.connections.set(state.connections.get() + 1);
     let task = runtime::spawn(serve_connection(state.clone(), stream, Rc::new(info), key));
     if let Some(slot) = state.conns.borrow_mut().get_mut(key) {
@@ -241,13 +272,27 @@ impl Drop for ConnGuard {
         if conns.contains(self.key) {
             conns.remove(self.key);
         }
-        self.state.connections.set(self.state.connections.get().saturating_sub(1));
+        self.state
+            .connections
+            .set(self.state.connections.get().saturating_sub(1));
     }
 }
 
-async fn serve_connection<S: Stream + 'static>(state: Rc<ServerState>, stream: Registered<S>, info: Rc<ConnInfo>, key: usize) {
-    let guard = ConnGuard { state: state.clone(), key };
-    let service = AsgiService { state: state.clone(), conn: info, scheme: "http" };
+async fn serve_connection<S: Stream + 'static>(
+    state: Rc<ServerState>,
+    stream: Registered<S>,
+    info: Rc<ConnInfo>,
+    key: usize,
+) {
+    let guard = ConnGuard {
+        state: state.clone(),
+        key,
+    };
+    let service = AsgiService {
+        state: state.clone(),
+        conn: info,
+        scheme: "http",
+    };
     let mut conn = pin!(state.http1.serve_connection(stream, service));
     let mut shutdown_sent = false;
     let _ = poll_fn(|cx| {

@@ -32,7 +32,8 @@ pub(crate) struct Settings {
 }
 
 fn required<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-    dict.get_item(key)?.ok_or_else(|| PyValueError::new_err(format!("missing setting {key:?}")))
+    dict.get_item(key)?
+        .ok_or_else(|| PyValueError::new_err(format!("missing setting {key:?}")))
 }
 
 impl Settings {
@@ -41,15 +42,18 @@ impl Settings {
         let mut default_headers = Vec::new();
         for pair in required(dict, "default_headers")?.try_iter()? {
             let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
-            let name = HeaderName::from_bytes(&name)
-                .map_err(|_| PyValueError::new_err(format!("invalid header name {:?}", String::from_utf8_lossy(&name))))?;
+            let name = HeaderName::from_bytes(&name).map_err(|_| {
+                PyValueError::new_err(format!("invalid header name {:?}", String::from_utf8_lossy(&name)))
+            })?;
             let value = HeaderValue::from_bytes(&value)
                 .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))?;
             default_headers.push((name, value));
         }
         let timeout_keep_alive: f64 = required(dict, "timeout_keep_alive")?.extract()?;
         if !(timeout_keep_alive.is_finite() && timeout_keep_alive > 0.0) {
-            return Err(PyValueError::new_err("timeout_keep_alive must be a positive number of seconds"));
+            return Err(PyValueError::new_err(
+                "timeout_keep_alive must be a positive number of seconds",
+            ));
         }
         let allow: Vec<String> = required(dict, "forwarded_allow_ips")?.extract()?;
         Ok(Self {

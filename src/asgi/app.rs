@@ -23,7 +23,10 @@ pub(crate) fn start(
     exchange: &ExchangeRef,
 ) -> PyResult<()> {
     let settings = &state.settings;
-    let mut origin = Origin { client: conn.client.map(|a| (Cow::Owned(a.ip().to_string()), a.port())), scheme };
+    let mut origin = Origin {
+        client: conn.client.map(|a| (Cow::Owned(a.ip().to_string()), a.port())),
+        scheme,
+    };
     if settings.proxy_headers {
         let peer = conn.client.map(|a| a.ip());
         let trusted = match peer {
@@ -32,7 +35,8 @@ pub(crate) fn start(
         };
         if trusted {
             let peer_host = origin.client.as_ref().map(|(h, _)| h.to_string());
-            let info = proxy_headers::forwarded_info(&settings.trusted_hosts, peer_host.as_deref(), &parts.headers, false);
+            let info =
+                proxy_headers::forwarded_info(&settings.trusted_hosts, peer_host.as_deref(), &parts.headers, false);
             if let Some(s) = info.scheme {
                 origin.scheme = s;
             }
@@ -41,8 +45,17 @@ pub(crate) fn start(
             }
         }
     }
-    let scope = scope::build(py, parts, conn, &origin, &settings.root_path, state.lifespan_state.bind(py))?;
-    let access = settings.access_log.then(|| AccessInfo::new(&origin, parts, &settings.root_path));
+    let scope = scope::build(
+        py,
+        parts,
+        conn,
+        &origin,
+        &settings.root_path,
+        state.lifespan_state.bind(py),
+    )?;
+    let access = settings
+        .access_log
+        .then(|| AccessInfo::new(&origin, parts, &settings.root_path));
     let receive = Py::new(py, Receive::new(exchange.clone(), state.clone()))?;
     let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access))?;
     let coroutine = state.app_runner.call1(py, (scope, receive, send))?;

@@ -99,7 +99,12 @@ impl AccessInfo {
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         };
-        Self { client: client_label(origin), method: parts.method.to_string(), path, version }
+        Self {
+            client: client_label(origin),
+            method: parts.method.to_string(),
+            path,
+            version,
+        }
     }
 }
 
@@ -114,12 +119,18 @@ pub(crate) struct Send {
 
 impl Send {
     pub(crate) fn new(exchange: ExchangeRef, state: Rc<ServerState>, access: Option<AccessInfo>) -> Self {
-        Self { exchange, state, access, finished: false }
+        Self {
+            exchange,
+            state,
+            access,
+            finished: false,
+        }
     }
 
     fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let status: u16 = message.get_item(intern!(py, "status"))?.extract()?;
-        let status = StatusCode::from_u16(status).map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
+        let status = StatusCode::from_u16(status)
+            .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
         let mut headers = HeaderMap::with_capacity(self.state.settings.default_headers.len() + 4);
         for (name, value) in &self.state.settings.default_headers {
             headers.append(name.clone(), value.clone());
@@ -132,8 +143,9 @@ impl Send {
                 let value = pair.get_item(1)?;
                 let name = header_bytes(&name, "name")?;
                 let value = header_bytes(&value, "value")?;
-                let name = HeaderName::from_bytes(name)
-                    .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name))))?;
+                let name = HeaderName::from_bytes(name).map_err(|_| {
+                    PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name)))
+                })?;
                 let value = HeaderValue::from_bytes(value)
                     .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
                 if name == http::header::CONTENT_LENGTH {
@@ -156,7 +168,9 @@ impl Send {
                 ),
             )?;
         }
-        self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length);
+        self.exchange
+            .borrow_mut()
+            .start_response(ResponseHead { status, headers }, expected_length);
         Ok(())
     }
 
@@ -196,10 +210,12 @@ impl Send {
         let outcome = self.exchange.borrow_mut().finish_app();
         match outcome {
             AppOutcome::NoResponse if returned => {
-                self.state.log_error(py, "ASGI callable returned without starting response.");
+                self.state
+                    .log_error(py, "ASGI callable returned without starting response.");
             }
             AppOutcome::Incomplete if returned => {
-                self.state.log_error(py, "ASGI callable returned without completing response.");
+                self.state
+                    .log_error(py, "ASGI callable returned without completing response.");
             }
             _ => {}
         }
@@ -210,7 +226,9 @@ impl Send {
 impl Send {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let kind = message.get_item(intern!(py, "type"))?;
-        let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
+        let kind = kind
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
         let kind = kind.to_str()?;
         let (stage, disconnected) = {
             let exchange = self.exchange.borrow();
@@ -256,7 +274,11 @@ impl Send {
 }
 
 /// `message.get(key)`, for dicts and other mappings.
-fn optional<'py>(py: Python<'py>, message: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn optional<'py>(
+    py: Python<'py>,
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     if let Ok(dict) = message.cast::<PyDict>() {
         return dict.get_item(key);
     }
@@ -272,7 +294,9 @@ fn header_bytes<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8
 }
 
 fn body_bytes(body: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    let bytes = body.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("ASGI 'body' must be bytes"))?;
+    let bytes = body
+        .cast::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err("ASGI 'body' must be bytes"))?;
     let data = bytes.as_bytes();
     if data.len() <= COPY_LIMIT {
         return Ok(Bytes::copy_from_slice(data));

@@ -23,6 +23,9 @@ pub(crate) const RESPONSE_HIGH_WATER: usize = 64 * 1024;
 /// Shared handle on an exchange.
 pub(crate) type ExchangeRef = Rc<RefCell<Exchange>>;
 
+/// A poll of the response body: the next chunk, the end, or an abort.
+pub(crate) type ChunkPoll = Poll<Option<Result<Bytes, Aborted>>>;
+
 /// Status line and headers the application sent with `http.response.start`.
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
@@ -127,7 +130,10 @@ impl Exchange {
             if let Some(waker) = self.pump_waker.take() {
                 waker.wake();
             }
-            return Received::Body { body, more_body: !self.body_finished };
+            return Received::Body {
+                body,
+                more_body: !self.body_finished,
+            };
         }
         Received::Wait
     }
@@ -149,7 +155,9 @@ impl Exchange {
     /// Returns `Ready` when the body is finished (or failed).
     pub(crate) fn pump_body(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let Some(incoming) = self.incoming.as_mut() else { return Poll::Ready(()) };
+            let Some(incoming) = self.incoming.as_mut() else {
+                return Poll::Ready(());
+            };
             if self.body_chunks.len() >= REQUEST_HIGH_WATER {
                 self.pump_waker = Some(cx.waker().clone());
                 return Poll::Pending;
@@ -243,13 +251,6 @@ impl Exchange {
         outcome
     }
 
-    /// Close the connection after what was sent (the app failed after starting the response).
-    pub(crate) fn abort(&mut self) {
-        self.aborted = true;
-        self.head_ready = true;
-        self.wake_network();
-    }
-
     fn wake_network(&mut self) {
         if let Some(waker) = self.head_waker.take() {
             waker.wake();
@@ -271,7 +272,7 @@ impl Exchange {
     /// For hyper's response body: the next chunk, the end, or an abort.
     ///
     /// Also returns the `send()` future to resolve if the queue drained below the mark.
-    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> (Poll<Option<Result<Bytes, Aborted>>>, Option<Py<PyAny>>) {
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> (ChunkPoll, Option<Py<PyAny>>) {
         let poll = if let Some(chunk) = self.chunks.pop_front() {
             self.queued -= chunk.len();
             Poll::Ready(Some(Ok(chunk)))
@@ -283,7 +284,11 @@ impl Exchange {
             self.body_waker = Some(cx.waker().clone());
             Poll::Pending
         };
-        let drained = if self.queued <= RESPONSE_HIGH_WATER { self.send_waiter.take() } else { None };
+        let drained = if self.queued <= RESPONSE_HIGH_WATER {
+            self.send_waiter.take()
+        } else {
+            None
+        };
         (poll, drained)
     }
 
@@ -302,7 +307,10 @@ impl Exchange {
     pub(crate) fn mark_disconnected(&mut self) -> Parked {
         self.disconnected = true;
         self.incoming = None;
-        Parked { receive: self.receive_waiter.take(), send: self.send_waiter.take() }
+        Parked {
+            receive: self.receive_waiter.take(),
+            send: self.send_waiter.take(),
+        }
     }
 
     /// The response body was fully written.

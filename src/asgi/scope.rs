@@ -100,7 +100,13 @@ fn server_tuple<'py>(py: Python<'py>, conn: &ConnInfo) -> PyResult<Bound<'py, Py
 fn headers<'py>(py: Python<'py>, headers: &http::HeaderMap) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for (name, value) in headers {
-        let pair = PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?;
+        let pair = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
         list.append(pair)?;
     }
     Ok(list)

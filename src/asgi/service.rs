@@ -12,9 +12,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
 use super::{app, messages};
@@ -49,19 +47,35 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
                 )));
             }
         }
-        if let Some(limit) = state.settings.limit_request_body {
-            if request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limit) {
-                return ResponseFuture::Simple(Some(simple_response(state, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")));
-            }
+        if let Some(limit) = state.settings.limit_request_body
+            && request
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > limit)
+        {
+            return ResponseFuture::Simple(Some(simple_response(
+                state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+            )));
         }
         let (parts, body) = request.into_parts();
         let exchange = Exchange::new(body, state.settings.limit_request_body);
         let started = Python::attach(|py| app::start(py, state, &self.conn, self.scheme, &parts, &exchange));
         match started {
-            Ok(()) => ResponseFuture::App { exchange, state: state.clone(), done: Cell::new(false) },
+            Ok(()) => ResponseFuture::App {
+                exchange,
+                state: state.clone(),
+                done: Cell::new(false),
+            },
             Err(err) => {
                 Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
-                ResponseFuture::Simple(Some(simple_response(state, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")))
+                ResponseFuture::Simple(Some(simple_response(
+                    state,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                )))
             }
         }
     }
@@ -85,7 +99,11 @@ pub(crate) enum ResponseFuture {
     /// A response the server made itself.
     Simple(Option<Response<ResponseBody>>),
     /// Waiting for the application.
-    App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
+    App {
+        exchange: ExchangeRef,
+        state: Rc<ServerState>,
+        done: Cell<bool>,
+    },
 }
 
 impl Future for ResponseFuture {
@@ -109,7 +127,11 @@ impl Future for ResponseFuture {
                     }
                     // The application finished without a response, or failed before starting one.
                     None if exchange.borrow().disconnected => Poll::Ready(Err(Aborted)),
-                    None => Poll::Ready(Ok(simple_response(state, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))),
+                    None => Poll::Ready(Ok(simple_response(
+                        state,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    ))),
                 }
             }
         }
@@ -118,12 +140,12 @@ impl Future for ResponseFuture {
 
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
-        if let Self::App { exchange, done, .. } = self {
-            if !done.get() {
-                // hyper dropped the request before a response: the connection is gone.
-                let parked = exchange.borrow_mut().mark_disconnected();
-                resolve_parked(exchange, parked);
-            }
+        if let Self::App { exchange, done, .. } = self
+            && !done.get()
+        {
+            // hyper dropped the request before a response: the connection is gone.
+            let parked = exchange.borrow_mut().mark_disconnected();
+            resolve_parked(exchange, parked);
         }
     }
 }
@@ -171,9 +193,10 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Stream(exchange, _) => {
-                exchange.borrow().known_length().map_or_else(SizeHint::default, SizeHint::with_exact)
-            }
+            Self::Stream(exchange, _) => exchange
+                .borrow()
+                .known_length()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
         }
     }
 }
@@ -184,10 +207,10 @@ impl Drop for ResponseBody {
             let parked = exchange.borrow_mut().mark_disconnected();
             resolve_parked(exchange, parked);
         }
-        if let Self::Stream(exchange, _) = self {
-            if let Some(pump) = exchange.borrow_mut().take_pump() {
-                crate::runtime::with_current(|rt| rt.executor.cancel(pump));
-            }
+        if let Self::Stream(exchange, _) = self
+            && let Some(pump) = exchange.borrow_mut().take_pump()
+        {
+            crate::runtime::with_current(|rt| rt.executor.cancel(pump));
         }
     }
 }
@@ -205,12 +228,4 @@ fn resolve_parked(_exchange: &ExchangeRef, parked: Parked) {
             messages::resolve(py, &future, py.None());
         }
     });
-}
-
-/// Keep the module's imports honest for dictionary helpers used by sibling modules.
-#[allow(dead_code)]
-fn _type_check(py: Python<'_>) -> Bound<'_, PyDict> {
-    let d = PyDict::new(py);
-    let _ = intern!(py, "type");
-    d
 }

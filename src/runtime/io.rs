@@ -28,11 +28,6 @@ impl<S: Source> Registered<S> {
         Ok(Self { io, token, slot })
     }
 
-    /// The wrapped socket.
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.io
-    }
-
     /// Run `op` on the socket; park the task for readability if it would block.
     pub(crate) fn poll_read_with<T>(
         &self,
@@ -107,7 +102,11 @@ macro_rules! impl_stream {
 impl_stream!(mio::net::TcpStream, mio::net::UnixStream);
 
 impl<S: Stream> hyper::rt::Read for Registered<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         // SAFETY: `read(2)` only writes into the unfilled part, and `advance` is called with
         // exactly the count the kernel reports as written.
         unsafe {
@@ -115,7 +114,11 @@ impl<S: Stream> hyper::rt::Read for Registered<S> {
             let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
             let n = match self.poll_read_with(cx, |io| {
                 let n = libc::read(io.as_raw_fd(), ptr, len);
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n.cast_unsigned())
+                }
             }) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -132,7 +135,11 @@ impl<S: Stream> hyper::rt::Write for Registered<S> {
         self.poll_write_with(cx, |io| io.write_some(buf))
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         self.poll_write_with(cx, |io| io.write_vectored_some(bufs))
     }
 

@@ -49,14 +49,20 @@ pub(crate) struct Reactor {
 
 impl Reactor {
     pub(crate) fn new(registry: Registry) -> Self {
-        Self { registry, slots: RefCell::new(Slab::new()) }
+        Self {
+            registry,
+            slots: RefCell::new(Slab::new()),
+        }
     }
 
     /// Register `source` for read and write readiness.
     pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoSlot>)> {
         let slot = Rc::new(IoSlot::default());
         let token = Token(self.slots.borrow_mut().insert(slot.clone()));
-        if let Err(e) = self.registry.register(source, token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self
+            .registry
+            .register(source, token, Interest::READABLE | Interest::WRITABLE)
+        {
             self.slots.borrow_mut().remove(token.0);
             return Err(e);
         }
@@ -75,16 +81,18 @@ impl Reactor {
 
     /// Wake the tasks parked on the source of `token` for what `event` reports.
     pub(crate) fn dispatch(&self, token: Token, event: &Event) {
-        let Some(slot) = self.slots.borrow().get(token.0).cloned() else { return };
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            if let Some(waker) = slot.reader.borrow_mut().take() {
-                waker.wake();
-            }
+        let Some(slot) = self.slots.borrow().get(token.0).cloned() else {
+            return;
+        };
+        if (event.is_readable() || event.is_read_closed() || event.is_error())
+            && let Some(waker) = slot.reader.borrow_mut().take()
+        {
+            waker.wake();
         }
-        if event.is_writable() || event.is_write_closed() || event.is_error() {
-            if let Some(waker) = slot.writer.borrow_mut().take() {
-                waker.wake();
-            }
+        if (event.is_writable() || event.is_write_closed() || event.is_error())
+            && let Some(waker) = slot.writer.borrow_mut().take()
+        {
+            waker.wake();
         }
     }
 }

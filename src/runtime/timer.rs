@@ -39,7 +39,12 @@ impl Timers {
         // SAFETY: `raw` is a freshly created fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)?;
-        Ok(Self { fd, pending: RefCell::new(BTreeMap::new()), next_seq: Cell::new(0), armed: Cell::new(None) })
+        Ok(Self {
+            fd,
+            pending: RefCell::new(BTreeMap::new()),
+            next_seq: Cell::new(0),
+            armed: Cell::new(None),
+        })
     }
 
     fn insert(&self, deadline: Instant, waker: Waker) -> Key {
@@ -54,10 +59,10 @@ impl Timers {
     }
 
     fn update_waker(&self, key: &Key, waker: &Waker) {
-        if let Some(parked) = self.pending.borrow_mut().get_mut(key) {
-            if !parked.will_wake(waker) {
-                parked.clone_from(waker);
-            }
+        if let Some(parked) = self.pending.borrow_mut().get_mut(key)
+            && !parked.will_wake(waker)
+        {
+            parked.clone_from(waker);
         }
     }
 
@@ -91,16 +96,18 @@ impl Timers {
     /// Arm the timerfd for the earliest pending deadline if it is not armed for it already.
     pub(crate) fn rearm(&self) {
         let earliest = self.pending.borrow().first_key_value().map(|(key, _)| key.0);
-        if let Some(deadline) = earliest {
-            if self.armed.get().is_none_or(|armed| deadline < armed) {
-                self.arm(deadline);
-            }
+        if let Some(deadline) = earliest
+            && self.armed.get().is_none_or(|armed| deadline < armed)
+        {
+            self.arm(deadline);
         }
     }
 
     fn arm(&self, deadline: Instant) {
         // A zero it_value disarms a timerfd: wait at least one nanosecond.
-        let delay = deadline.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
+        let delay = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {

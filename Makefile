@@ -1,0 +1,59 @@
+# tricorn: `make run` serves examples/hello.py, `make test` builds and runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYO3_PYTHON := $(abspath $(PY))
+# System packages the tests and benchmarks use, installed with apt-get when missing.
+SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
+
+.PHONY: run test build venv system-deps lint format test-rust test-python bench clean
+
+run: build
+	@echo "Serving examples/hello.py on http://127.0.0.1:8000 (Ctrl+C to stop)"
+	$(PY) -m tricorn examples.hello:app --host 127.0.0.1 --port 8000
+
+test: system-deps build lint test-rust test-python
+
+$(VENV)/.deps: requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.deps
+
+build: venv
+	$(PY) -m maturin develop --release --quiet
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
+
+format: venv
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests bench examples
+	$(VENV)/bin/ruff check --fix python tests bench examples
+
+test-rust:
+	cargo test --quiet
+
+test-python: build
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+bench: build
+	$(PY) bench/run.py
+
+clean:
+	cargo clean
+	rm -rf $(VENV)
