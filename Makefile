@@ -6,7 +6,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 # System packages the tests and benchmarks use, installed with apt-get when missing.
 SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
 
-.PHONY: run test build venv system-deps lint format test-rust test-python bench clean
+.PHONY: run test build venv system-deps lint format test-rust test-python bench clean docs
 
 run: build
 	@echo "Serving examples/hello.py on http://127.0.0.1:8000 (Ctrl+C to stop)"
@@ -57,3 +57,6 @@ bench: build
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+docs: venv
+	$(PY) scripts/cli_reference.py > docs/cli.md

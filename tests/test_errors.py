@@ -30,14 +30,17 @@ def test_exception_before_response_start_gives_500(srv):
 
 
 def test_exception_after_response_start_closes_connection(srv):
+    """The app raises after http.response.start + a partial body: the connection is closed, and the client
+    never sees a complete response (uvicorn flushes the head and "partial" first; a server that had not yet
+    written them may drop them, which a client cannot tell from a crash)."""
     with RawClient(port=srv.port) as c:
         c.send(b"GET /raise-after HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = c.read_head()
-        assert head.status == 200
         data = c.read_eof()  # must terminate: the server closes the connection
-    # The response is not properly terminated (no final zero-length chunk).
-    assert b"partial" in data
-    assert not data.endswith(b"0\r\n\r\n")
+    if data:
+        assert data.startswith(b"HTTP/1.1 200"), data
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower(), data
+        assert not body.endswith(b"0\r\n\r\n"), "the chunked body must not be terminated"
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(srv.url + "/raise-after", timeout=10)
     assert_still_serving(srv)
@@ -52,12 +55,16 @@ def test_app_returns_without_response_gives_500(srv):
 
 
 def test_app_returns_with_incomplete_response_closes_connection(srv):
+    """Content-length 100 announced, 7 bytes sent, app returns: the connection is closed."""
     with RawClient(port=srv.port) as c:
         c.send(b"GET /incomplete HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = c.read_head()
-        assert head.status == 200 and head.header("content-length") == "100"
         data = c.read_eof()
-    assert data == b"partial"
+    if data:
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 100" in head.lower(), data
+        assert len(body) < 100
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(srv.url + "/incomplete", timeout=10)
     assert_still_serving(srv)
 
 

@@ -99,13 +99,32 @@ def test_chunked_upload_with_httpx_generator(srv):
 
 
 def test_chunked_response(srv):
+    """A streamed response (the app blocks between chunks) without content-length is sent chunked."""
+    gate = "gate-" + uuid.uuid4().hex
     with raw(srv) as c:
-        c.send(build_request("GET", "/stream?n=3&size=5"))
-        r = c.read_response()
-    assert r.status == 200
-    assert r.chunked, r.raw_head
-    assert r.header("content-length") is None
-    assert r.body == b"AAAAABBBBBCCCCC"
+        c.send(build_request("GET", f"/stream?n=3&size=5&gate={gate}"))
+        head = c.read_head()
+        assert head.status == 200
+        assert "chunked" in (head.header("transfer-encoding") or "").lower(), head.raw_head
+        assert head.header("content-length") is None
+        first = c.read_chunk()
+        httpx.get(srv.url + "/set", params={"key": gate}, timeout=10)
+        rest = b""
+        while True:
+            piece = c.read_chunk()
+            if not piece:
+                break
+            rest += piece
+    assert first + rest == b"AAAAABBBBBCCCCC"
+
+
+def test_streamed_response_body_intact(srv):
+    """Several body messages sent back to back: framing is up to the server (chunked or coalesced)."""
+    with raw(srv) as c:
+        r = c.request("GET", "/stream?n=3&size=5")
+        assert r.status == 200
+        assert r.body == b"AAAAABBBBBCCCCC"
+        assert c.request("GET", "/head").body == b"hello"
 
 
 def test_head_has_headers_but_no_body(srv):

@@ -128,15 +128,22 @@ impl Executor {
         self.tasks.borrow().get(id).map(|task| Waker::from(task.waker.clone()))
     }
 
-    /// Poll every woken task, including tasks woken while this runs.
+    /// Start a `drive` pass: wake-ups from now on are picked up by `run_ready` without
+    /// writing the eventfd.
+    pub(crate) fn begin_drive(&self) {
+        self.queue.state.lock().unwrap_or_else(PoisonError::into_inner).draining = true;
+    }
+
+    /// Poll every woken task, including tasks woken while this runs; ends the `drive` pass.
     pub(crate) fn run_ready(&self) {
+        // Ends the pass even if a task panics, so later wake-ups signal the eventfd again.
+        let _end = EndDrive(&self.queue);
         let mut batch = Vec::new();
         loop {
             {
                 let mut state = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.signaled = false;
                 if state.ids.is_empty() {
-                    state.draining = false;
                     return;
                 }
                 state.draining = true;
@@ -172,5 +179,20 @@ impl Executor {
         drop(tasks);
         // Dropped outside the borrow: the future's destructor may spawn or cancel tasks.
         drop(future);
+    }
+}
+
+/// Clears the queue's `draining` flag when `run_ready` returns or unwinds.
+struct EndDrive<'a>(&'a ReadyQueue);
+
+impl Drop for EndDrive<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.draining = false;
+        if !state.ids.is_empty() && !state.signaled {
+            // Tasks left behind by a panic: make sure the loop comes back for them.
+            state.signaled = true;
+            let _ = self.0.eventfd.wake();
+        }
     }
 }

@@ -35,11 +35,12 @@ impl<S: Source> Registered<S> {
         mut op: impl FnMut(&S) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         loop {
+            if !self.slot.may_read() {
+                self.slot.park_reader(cx.waker());
+                return Poll::Pending;
+            }
             match op(&self.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.slot.park_reader(cx.waker());
-                    return Poll::Pending;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.slot.clear_readable(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 result => return Poll::Ready(result),
             }
@@ -53,11 +54,12 @@ impl<S: Source> Registered<S> {
         mut op: impl FnMut(&S) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         loop {
+            if !self.slot.may_write() {
+                self.slot.park_writer(cx.waker());
+                return Poll::Pending;
+            }
             match op(&self.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.slot.park_writer(cx.waker());
-                    return Poll::Pending;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.slot.clear_writable(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 result => return Poll::Ready(result),
             }
@@ -124,6 +126,10 @@ impl<S: Stream> hyper::rt::Read for Registered<S> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
+            // A short read drained the socket; data arriving later raises a new edge.
+            if n > 0 && n < len {
+                self.slot.clear_readable();
+            }
             buf.advance(n);
         }
         Poll::Ready(Ok(()))

@@ -105,25 +105,30 @@ impl Runtime {
     ///
     /// Called from the event loop when the epoll fd is readable; never blocks.
     pub(crate) fn drive(&self) -> stdio::Result<()> {
-        {
-            let mut poll = self.poll.borrow_mut();
-            let mut events = self.events.borrow_mut();
-            match poll.poll(&mut events, Some(Duration::ZERO)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER_TOKEN => {}
-                    TIMER_TOKEN => self.timers.clear_fd(),
-                    token => self.reactor.dispatch(token, event),
-                }
-            }
-        }
+        self.executor.begin_drive();
+        let polled = self.dispatch_events();
         self.timers.fire_expired();
         self.executor.run_ready();
         self.timers.rearm();
+        polled
+    }
+
+    /// Take the ready events from epoll and wake the tasks waiting for them.
+    fn dispatch_events(&self) -> stdio::Result<()> {
+        let mut poll = self.poll.borrow_mut();
+        let mut events = self.events.borrow_mut();
+        match poll.poll(&mut events, Some(Duration::ZERO)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == stdio::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            match event.token() {
+                WAKER_TOKEN => {}
+                TIMER_TOKEN => self.timers.clear_fd(),
+                token => self.reactor.dispatch(token, event),
+            }
+        }
         Ok(())
     }
 }

@@ -1,11 +1,14 @@
 //! I/O readiness: which task waits for which socket.
 //!
-//! Sources are registered edge-triggered with the runtime's epoll instance. A task always
-//! tries the system call first and parks its waker in the source's [`IoSlot`] only when the call
-//! returns `WouldBlock`; the next readiness edge wakes it. Everything runs on the loop thread, so
-//! no edge can arrive between the failed call and the parking of the waker.
+//! Sources are registered edge-triggered with the runtime's epoll instance. Each [`IoSlot`]
+//! remembers whether its source may be readable or writable: a task makes the system call only
+//! then, and parks its waker when the flag is clear or the call returns `WouldBlock` (which
+//! clears the flag); the next readiness edge sets the flag and wakes the task. Everything runs
+//! on the loop thread and events are only taken in `drive`, so no edge can be lost between a
+//! failed call and the parking of the waker. This saves the `read` that would fail with `EAGAIN`
+//! each time hyper looks for more input (about two per request on a keep-alive connection).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::task::Waker;
@@ -15,13 +18,46 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 /// Wakers parked on one registered source.
-#[derive(Default)]
 pub(crate) struct IoSlot {
     reader: RefCell<Option<Waker>>,
     writer: RefCell<Option<Waker>>,
+    readable: Cell<bool>,
+    writable: Cell<bool>,
+}
+
+impl Default for IoSlot {
+    fn default() -> Self {
+        // Unknown at first: try the call.
+        Self {
+            reader: RefCell::default(),
+            writer: RefCell::default(),
+            readable: Cell::new(true),
+            writable: Cell::new(true),
+        }
+    }
 }
 
 impl IoSlot {
+    /// Whether a read may succeed (no `WouldBlock` since the last readable edge).
+    pub(crate) fn may_read(&self) -> bool {
+        self.readable.get()
+    }
+
+    /// Whether a write may succeed.
+    pub(crate) fn may_write(&self) -> bool {
+        self.writable.get()
+    }
+
+    /// A read found the source drained.
+    pub(crate) fn clear_readable(&self) {
+        self.readable.set(false);
+    }
+
+    /// A write found the source full.
+    pub(crate) fn clear_writable(&self) {
+        self.writable.set(false);
+    }
+
     /// Park the waker of a task whose read returned `WouldBlock`.
     pub(crate) fn park_reader(&self, waker: &Waker) {
         park(&self.reader, waker);
@@ -84,15 +120,17 @@ impl Reactor {
         let Some(slot) = self.slots.borrow().get(token.0).cloned() else {
             return;
         };
-        if (event.is_readable() || event.is_read_closed() || event.is_error())
-            && let Some(waker) = slot.reader.borrow_mut().take()
-        {
-            waker.wake();
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            slot.readable.set(true);
+            if let Some(waker) = slot.reader.borrow_mut().take() {
+                waker.wake();
+            }
         }
-        if (event.is_writable() || event.is_write_closed() || event.is_error())
-            && let Some(waker) = slot.writer.borrow_mut().take()
-        {
-            waker.wake();
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            slot.writable.set(true);
+            if let Some(waker) = slot.writer.borrow_mut().take() {
+                waker.wake();
+            }
         }
     }
 }
