@@ -36,11 +36,17 @@ MAIN_VENV = ROOT / ".venv"
 PEERS_VENV = BENCH / ".venv-peers"
 PEER_PACKAGES = ["uvicorn[standard]", "granian", "fastapi"]
 VERSION_PACKAGES = [
-    "tricorn", "uvicorn", "httptools", "uvloop", "granian", "fastapi",
-    "starlette", "pydantic",
+    "tricorn",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "granian",
+    "fastapi",
+    "starlette",
+    "pydantic",
 ]
 
-SERVER_CPU = "0"   # server process and all its threads
+SERVER_CPU = "0"  # server process and all its threads
 LOADGEN_CPU = "1"  # wrk
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -70,23 +76,23 @@ class Scenario:
     app: str
     path: str = "/"
     pinned: bool = True
-    lua: bool = False              # POST echo via Lua script
-    close: bool = False            # Connection: close (new connection per request)
-    track_rss: bool = False        # show RSS before/after in the table
+    lua: bool = False  # POST echo via Lua script
+    close: bool = False  # Connection: close (new connection per request)
+    track_rss: bool = False  # show RSS before/after in the table
 
 
 SCENARIOS = [
     Scenario("hello", "Hello world (plain ASGI, text/plain)", "bench.apps:hello"),
-    Scenario("hello-unpinned", "Hello world, unpinned (no taskset for server or wrk)",
-             "bench.apps:hello", pinned=False),
+    Scenario(
+        "hello-unpinned", "Hello world, unpinned (no taskset for server or wrk)", "bench.apps:hello", pinned=False
+    ),
     Scenario("json", "Small JSON (plain ASGI, with content-length)", "bench.apps:json"),
     Scenario("echo", "1 KiB POST echo (plain ASGI, reads whole body)", "bench.apps:echo", lua=True),
-    Scenario("fastapi", "FastAPI GET /items/{item_id}?q=...", "bench.apps:fastapi_app",
-             path="/items/42?q=hello"),
-    Scenario("stream", "Streamed 1 MiB response (16 x 64 KiB, more_body)", "bench.apps:stream",
-             track_rss=True),
-    Scenario("hello-close", "Hello world, new connection per request (Connection: close)",
-             "bench.apps:hello", close=True),
+    Scenario("fastapi", "FastAPI GET /items/{item_id}?q=...", "bench.apps:fastapi_app", path="/items/42?q=hello"),
+    Scenario("stream", "Streamed 1 MiB response (16 x 64 KiB, more_body)", "bench.apps:stream", track_rss=True),
+    Scenario(
+        "hello-close", "Hello world, new connection per request (Connection: close)", "bench.apps:hello", close=True
+    ),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 SERVERS = ["tricorn", "uvicorn", "granian"]
@@ -100,23 +106,50 @@ def server_python(server: str) -> Path:
 def server_command(server: str, app: str, port: int) -> list[str]:
     py = str(server_python(server))
     if server == "tricorn":
-        return [py, "-m", "tricorn", app, "--host", HOST, "--port", str(port),
-                "--no-access-log", "--loop", "uvloop"]
+        return [py, "-m", "tricorn", app, "--host", HOST, "--port", str(port), "--no-access-log", "--loop", "uvloop"]
     if server == "uvicorn":
-        return [py, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
-                "--http", "httptools", "--loop", "uvloop", "--no-access-log",
-                "--workers", "1"]
+        return [
+            py,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--workers",
+            "1",
+        ]
     if server == "granian":
-        return [py, "-m", "granian", app, "--interface", "asgi", "--host", HOST,
-                "--port", str(port), "--loop", "uvloop", "--workers", "1",
-                "--runtime-threads", "1", "--no-access-log"]
+        return [
+            py,
+            "-m",
+            "granian",
+            app,
+            "--interface",
+            "asgi",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--workers",
+            "1",
+            "--runtime-threads",
+            "1",
+            "--no-access-log",
+        ]
     raise ValueError(server)
 
 
-def wrk_command(sc: Scenario, port: int, duration: float, connections: int,
-                threads: int, latency: bool) -> list[str]:
-    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{fmt_dur(duration)}",
-           "--timeout", "10s"]
+def wrk_command(sc: Scenario, port: int, duration: float, connections: int, threads: int, latency: bool) -> list[str]:
+    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{fmt_dur(duration)}", "--timeout", "10s"]
     if latency:
         cmd.append("--latency")
     if sc.close:
@@ -189,7 +222,7 @@ def _children_map() -> dict[int, list[int]]:
                 data = f.read()
         except OSError:
             continue
-        ppid = int(data[data.rindex(")") + 2:].split()[1])
+        ppid = int(data[data.rindex(")") + 2 :].split()[1])
         kids.setdefault(ppid, []).append(int(d))
     return kids
 
@@ -214,8 +247,8 @@ def cpu_seconds(pids: list[int]) -> float:
                 data = f.read()
         except OSError:
             continue
-        fields = data[data.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-        ticks += int(fields[11]) + int(fields[12])      # field 14 utime, 15 stime
+        fields = data[data.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+        ticks += int(fields[11]) + int(fields[12])  # field 14 utime, 15 stime
     return ticks / CLK_TCK
 
 
@@ -257,16 +290,20 @@ def verify_affinity(pids: list[int], expected: str) -> dict:
         except OSError:
             continue
         for tid in tids:
-            r = subprocess.run([TASKSET, "-cp", str(tid)], capture_output=True,
-                               text=True, timeout=10)
+            r = subprocess.run([TASKSET, "-cp", str(tid)], capture_output=True, text=True, timeout=10)
             if r.returncode != 0:  # thread exited meanwhile
                 continue
             threads += 1
             got = r.stdout.strip().rsplit(":", 1)[-1].strip()
             if got != expected:
                 bad.append({"pid": p, "tid": tid, "affinity": got})
-    return {"processes": len(pids), "threads": threads, "expected": expected,
-            "ok": not bad and threads > 0, "mismatches": bad}
+    return {
+        "processes": len(pids),
+        "threads": threads,
+        "expected": expected,
+        "ok": not bad and threads > 0,
+        "mismatches": bad,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -294,8 +331,7 @@ def check_response(sc: Scenario, port: int, retry_for: float = 15.0) -> str | No
     deadline = time.monotonic() + retry_for
     while True:
         err = _check_once(sc, port)
-        if err is None or not err.startswith("check request failed") \
-                or time.monotonic() > deadline:
+        if err is None or not err.startswith("check request failed") or time.monotonic() > deadline:
             return err
         time.sleep(0.5)
 
@@ -304,8 +340,7 @@ def _check_once(sc: Scenario, port: int) -> str | None:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         if sc.lua:
-            conn.request("POST", sc.path, body=ECHO_BODY,
-                         headers={"Content-Type": "application/octet-stream"})
+            conn.request("POST", sc.path, body=ECHO_BODY, headers={"Content-Type": "application/octet-stream"})
         else:
             headers = {"Connection": "close"} if sc.close else {}
             conn.request("GET", sc.path, headers=headers)
@@ -334,8 +369,9 @@ class ServerFailed(Exception):
     pass
 
 
-def start_server(server: str, sc: Scenario, port: int, logfile: Path,
-                 timeout: float) -> tuple[subprocess.Popen, list[str]]:
+def start_server(
+    server: str, sc: Scenario, port: int, logfile: Path, timeout: float
+) -> tuple[subprocess.Popen, list[str]]:
     cmd = server_command(server, sc.app, port)
     if sc.pinned:
         cmd = [TASKSET, "-c", SERVER_CPU] + cmd
@@ -345,9 +381,15 @@ def start_server(server: str, sc: Scenario, port: int, logfile: Path,
     env["PYTHONUNBUFFERED"] = "1"
     out = open(logfile, "wb")
     try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     except OSError as e:
         out.close()
         raise ServerFailed(f"could not exec: {e}") from e
@@ -357,8 +399,7 @@ def start_server(server: str, sc: Scenario, port: int, logfile: Path,
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             stop_process(proc)
-            raise ServerFailed(f"exited with code {proc.returncode} before listening; "
-                               f"log tail:\n{tail(logfile)}")
+            raise ServerFailed(f"exited with code {proc.returncode} before listening; log tail:\n{tail(logfile)}")
         if port_open(port):
             return proc, cmd
         time.sleep(0.1)
@@ -402,7 +443,8 @@ def parse_wrk(out: str) -> dict:
         res[f"p{pct}_ms"] = _to_ms(m.group(1)) if m else None
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     res["socket_errors"] = (
-        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m else None)
+        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)) if m else None
+    )
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     res["non_2xx"] = int(m.group(1)) if m else 0
     return res
@@ -411,8 +453,7 @@ def parse_wrk(out: str) -> dict:
 def run_wrk(cmd: list[str], pinned: bool, duration: float) -> tuple[int, str]:
     if pinned:
         cmd = [TASKSET, "-c", LOADGEN_CPU] + cmd
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     _LIVE.append(proc)
     try:
         out, _ = proc.communicate(timeout=duration + 60)
@@ -462,12 +503,10 @@ def measure(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
     m["cpu_util"] = round((cpu1 - cpu0) / wall, 3) if wall else None
     if sc.pinned and busy0 is not None and busy1 is not None and wall:
         # CPU time spent on the server's core by anything else (builds, etc.)
-        m["other_load_on_server_cpu"] = round(
-            max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall, 3)
+        m["other_load_on_server_cpu"] = round(max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall, 3)
     m["wrk_cpu_util"] = round(wrk_cpu / wall, 3) if wall else None
     if sc.pinned and lbusy0 is not None and lbusy1 is not None and wall:
-        m["other_load_on_loadgen_cpu"] = round(
-            max(0.0, (lbusy1 - lbusy0) - wrk_cpu) / wall, 3)
+        m["other_load_on_loadgen_cpu"] = round(max(0.0, (lbusy1 - lbusy0) - wrk_cpu) / wall, 3)
     reqs = m.get("requests") or 0
     m["cpu_us_per_req"] = round((cpu1 - cpu0) * 1e6 / reqs, 2) if reqs else None
     m["rss_before_kb"] = rss_before
@@ -481,10 +520,10 @@ def measure(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
 def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
     port = free_port()
     logfile = logdir / f"{sc.name}-{server}.log"
-    rec: dict = {"scenario": sc.name, "server": server, "ok": False, "error": None,
-                 "pinned": sc.pinned, "port": port}
-    rec["server_cmd"] = shlex.join(([TASKSET, "-c", SERVER_CPU] if sc.pinned else [])
-                                   + server_command(server, sc.app, port))
+    rec: dict = {"scenario": sc.name, "server": server, "ok": False, "error": None, "pinned": sc.pinned, "port": port}
+    rec["server_cmd"] = shlex.join(
+        ([TASKSET, "-c", SERVER_CPU] if sc.pinned else []) + server_command(server, sc.app, port)
+    )
     log(f"--- {sc.name} / {server}: starting server on :{port}")
     try:
         proc, _ = start_server(server, sc, port, logfile, args.start_timeout)
@@ -524,21 +563,30 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
             m = measure(proc, sc, cmd, args)
             if m.get("error"):
                 rec.update(m)
-                rec["error"] = m["error"] + ("" if proc.poll() is None else
-                                             f"\nserver log tail:\n{tail(logfile)}")
+                rec["error"] = m["error"] + ("" if proc.poll() is None else f"\nserver log tail:\n{tail(logfile)}")
                 log(rec["error"])
                 return rec
             attempts.append(m)
             if args.repeat > 1:
-                log(f"  attempt {i + 1}/{args.repeat}: {m['rps']:.0f} req/s, "
-                    f"{m['cpu_us_per_req']} us/req")
+                log(f"  attempt {i + 1}/{args.repeat}: {m['rps']:.0f} req/s, {m['cpu_us_per_req']} us/req")
         best = max(attempts, key=lambda a: a["rps"])
         rec.update(best)
         if args.repeat > 1:
-            rec["attempts"] = [{k: a.get(k) for k in ("rps", "p50_ms", "p99_ms",
-                                                      "cpu_us_per_req", "other_load_on_server_cpu",
-                                                      "wrk_cpu_util", "other_load_on_loadgen_cpu")}
-                               for a in attempts]
+            rec["attempts"] = [
+                {
+                    k: a.get(k)
+                    for k in (
+                        "rps",
+                        "p50_ms",
+                        "p99_ms",
+                        "cpu_us_per_req",
+                        "other_load_on_server_cpu",
+                        "wrk_cpu_util",
+                        "other_load_on_loadgen_cpu",
+                    )
+                }
+                for a in attempts
+            ]
         if sc.pinned:
             rec["affinity_end"] = verify_affinity(process_tree(proc.pid), SERVER_CPU)
         errs = rec.get("socket_errors") or {}
@@ -546,26 +594,26 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         if rec["non_2xx"] or any(errs.values()):
             warnings.append(f"non-2xx={rec['non_2xx']} socket errors={errs}")
         if (rec.get("other_load_on_server_cpu") or 0) > 0.1:
-            warnings.append(f"other load on CPU {SERVER_CPU}: "
-                            f"{rec['other_load_on_server_cpu']:.2f} of a core")
+            warnings.append(f"other load on CPU {SERVER_CPU}: {rec['other_load_on_server_cpu']:.2f} of a core")
         if (rec.get("other_load_on_loadgen_cpu") or 0) > 0.1:
-            warnings.append(f"other load on CPU {LOADGEN_CPU} (wrk): "
-                            f"{rec['other_load_on_loadgen_cpu']:.2f} of a core")
+            warnings.append(f"other load on CPU {LOADGEN_CPU} (wrk): {rec['other_load_on_loadgen_cpu']:.2f} of a core")
         if (rec.get("wrk_cpu_util") or 0) > 0.9 and sc.pinned:
-            warnings.append(f"wrk used {rec['wrk_cpu_util']:.2f} of its core: "
-                            "load generator may be the bottleneck")
+            warnings.append(f"wrk used {rec['wrk_cpu_util']:.2f} of its core: load generator may be the bottleneck")
         if warnings:
             rec["warning"] = "; ".join(warnings)
         rec["ok"] = True
         aff = ""
         if sc.pinned:
             a1, a2 = rec["affinity_start"], rec["affinity_end"]
-            aff = (f" pinned {a2['threads']} threads/{a2['processes']} procs "
-                   f"{'OK' if a1['ok'] and a2['ok'] else 'MISMATCH'}")
-        log(f"{sc.name} / {server}: {rec['rps']:.0f} req/s p50 {rec['p50_ms']:.2f} ms "
+            aff = (
+                f" pinned {a2['threads']} threads/{a2['processes']} procs "
+                f"{'OK' if a1['ok'] and a2['ok'] else 'MISMATCH'}"
+            )
+        log(
+            f"{sc.name} / {server}: {rec['rps']:.0f} req/s p50 {rec['p50_ms']:.2f} ms "
             f"p99 {rec['p99_ms']:.2f} ms cpu {rec['cpu_us_per_req']} us/req "
-            f"(util {rec['cpu_util']:.2f}){aff}"
-            + (f" WARNING {rec['warning']}" if rec.get("warning") else ""))
+            f"(util {rec['cpu_util']:.2f}){aff}" + (f" WARNING {rec['warning']}" if rec.get("warning") else "")
+        )
         return rec
     finally:
         stop_process(proc)
@@ -605,8 +653,7 @@ def ensure_main_venv() -> str | None:
     py = MAIN_VENV / "bin" / "python"
     if not py.exists():
         return f"{py} does not exist"
-    missing = [m for m in ("fastapi", "uvloop")
-               if sh([str(py), "-c", f"import {m}"]).returncode != 0]
+    missing = [m for m in ("fastapi", "uvloop") if sh([str(py), "-c", f"import {m}"]).returncode != 0]
     if missing:
         log(f"installing {' '.join(missing)} into {MAIN_VENV}")
         r = sh([str(py), "-m", "pip", "install", "-q"] + missing, timeout=1800)
@@ -626,7 +673,7 @@ for p in %r:
     except md.PackageNotFoundError:
         pass
 print(json.dumps(out))
-""" % (VERSION_PACKAGES,)
+""".replace("%r", repr(VERSION_PACKAGES))
 
 
 def venv_versions(venv: Path) -> dict:
@@ -643,10 +690,14 @@ def machine_info() -> dict:
     info = {"kernel": platform.release(), "cpus_online": os.cpu_count()}
     try:
         lscpu = sh(["lscpu"], timeout=30).stdout
-        for key, name in (("Model name", "cpu_model"), ("CPU(s)", "cpus"),
-                          ("Thread(s) per core", "threads_per_core"),
-                          ("Core(s) per socket", "cores_per_socket"),
-                          ("Socket(s)", "sockets"), ("Hypervisor vendor", "hypervisor")):
+        for key, name in (
+            ("Model name", "cpu_model"),
+            ("CPU(s)", "cpus"),
+            ("Thread(s) per core", "threads_per_core"),
+            ("Core(s) per socket", "cores_per_socket"),
+            ("Socket(s)", "sockets"),
+            ("Hypervisor vendor", "hypervisor"),
+        ):
             m = re.search(rf"^{re.escape(key)}:\s+(.+)$", lscpu, re.M)
             if m:
                 info[name] = m.group(1).strip()
@@ -682,74 +733,96 @@ def _num(v, fmt: str) -> str:
 
 
 def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
-    (out_dir / "results.json").write_text(
-        json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
+    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
 
     m, v = meta["machine"], meta["versions"]
     L = []
     L.append("# tricorn benchmark results\n")
-    L.append(f"Generated {meta['date']} by `bench/run.py` "
-             f"(`{meta['argv']}`); raw numbers in `results.json`.\n")
+    L.append(f"Generated {meta['date']} by `bench/run.py` (`{meta['argv']}`); raw numbers in `results.json`.\n")
     L.append("## Machine\n")
-    L.append(f"- CPU: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs "
-             f"({m.get('sockets', '?')} socket × {m.get('cores_per_socket', '?')} cores × "
-             f"{m.get('threads_per_core', '?')} threads)"
-             + (f", hypervisor {m['hypervisor']}" if m.get("hypervisor") else ""))
+    L.append(
+        f"- CPU: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs "
+        f"({m.get('sockets', '?')} socket × {m.get('cores_per_socket', '?')} cores × "
+        f"{m.get('threads_per_core', '?')} threads)"
+        + (f", hypervisor {m['hypervisor']}" if m.get("hypervisor") else "")
+    )
     L.append(f"- Kernel: {m.get('kernel')}")
-    L.append(f"- Load average at start: {m.get('loadavg_at_start', '?')} "
-             "(the machine may be shared; compare ratios rather than absolute numbers)")
+    L.append(
+        f"- Load average at start: {m.get('loadavg_at_start', '?')} "
+        "(the machine may be shared; compare ratios rather than absolute numbers)"
+    )
     L.append(f"- Load generator: {m.get('wrk', 'wrk')}")
     L.append(f"- tricorn git: {m.get('tricorn_git')}\n")
     L.append("## Software\n")
-    for label, key in (("tricorn venv (`.venv`)", "main"),
-                       ("peers venv (`bench/.venv-peers`)", "peers")):
+    for label, key in (("tricorn venv (`.venv`)", "main"), ("peers venv (`bench/.venv-peers`)", "peers")):
         d = v.get(key, {})
         pk = ", ".join(f"{p} {d[p]}" for p in VERSION_PACKAGES if p in d)
         L.append(f"- {label}: Python {d.get('python', '?')}; {pk or d.get('error', '')}")
     L.append("")
     L.append("## Method\n")
-    L.append("- One worker per server, **access log off for all servers**, same app module "
-             "(`bench/apps.py`) for every server, servers run one at a time.")
-    L.append(f"- Pinned scenarios: server process and all its threads on CPU {SERVER_CPU} "
-             f"(started under `taskset -c {SERVER_CPU}`, every thread checked with "
-             f"`taskset -cp TID` before and after the run), wrk on CPU {LOADGEN_CPU} "
-             f"(`taskset -c {LOADGEN_CPU}`). `hello-unpinned`: no taskset at all.")
-    L.append(f"- Each run: one check request (status and body verified), "
-             f"{meta['options']['warmup']} s wrk warm-up (discarded), then "
-             f"`wrk -t{meta['options']['threads']} -c{meta['options']['connections']} "
-             f"-d{meta['options']['duration']}s --latency`"
-             + (f", repeated {meta['options']['repeat']} times in the same server process, "
-                "best req/s kept (all attempts in results.json)."
-                if meta['options'].get('repeat', 1) > 1 else "."))
-    L.append("- `notes` flags other load on the server's or wrk's CPU during the run "
-             "(busy time from /proc/stat not spent by the server resp. wrk; the machine may be "
-             "shared with builds), wrk using > 0.9 of its core (load generator bound), wrk "
-             "socket errors and non-2xx answers.")
-    L.append("- CPU µs/request: utime+stime of the server (fields 14+15 of /proc/PID/stat, "
-             "summed over the server's process tree, e.g. granian's worker process) read just "
-             "before and just after the measured run, divided by the requests wrk completed. "
-             "`util` = CPU seconds / wall seconds (1.00 = one full core).")
-    L.append("- Ratios: `tricorn / X` for req/s (>1 = tricorn faster) and for CPU per request "
-             "(<1 = tricorn cheaper).\n")
+    L.append(
+        "- One worker per server, **access log off for all servers**, same app module "
+        "(`bench/apps.py`) for every server, servers run one at a time."
+    )
+    L.append(
+        f"- Pinned scenarios: server process and all its threads on CPU {SERVER_CPU} "
+        f"(started under `taskset -c {SERVER_CPU}`, every thread checked with "
+        f"`taskset -cp TID` before and after the run), wrk on CPU {LOADGEN_CPU} "
+        f"(`taskset -c {LOADGEN_CPU}`). `hello-unpinned`: no taskset at all."
+    )
+    L.append(
+        f"- Each run: one check request (status and body verified), "
+        f"{meta['options']['warmup']} s wrk warm-up (discarded), then "
+        f"`wrk -t{meta['options']['threads']} -c{meta['options']['connections']} "
+        f"-d{meta['options']['duration']}s --latency`"
+        + (
+            f", repeated {meta['options']['repeat']} times in the same server process, "
+            "best req/s kept (all attempts in results.json)."
+            if meta["options"].get("repeat", 1) > 1
+            else "."
+        )
+    )
+    L.append(
+        "- `notes` flags other load on the server's or wrk's CPU during the run "
+        "(busy time from /proc/stat not spent by the server resp. wrk; the machine may be "
+        "shared with builds), wrk using > 0.9 of its core (load generator bound), wrk "
+        "socket errors and non-2xx answers."
+    )
+    L.append(
+        "- CPU µs/request: utime+stime of the server (fields 14+15 of /proc/PID/stat, "
+        "summed over the server's process tree, e.g. granian's worker process) read just "
+        "before and just after the measured run, divided by the requests wrk completed. "
+        "`util` = CPU seconds / wall seconds (1.00 = one full core)."
+    )
+    L.append(
+        "- Ratios: `tricorn / X` for req/s (>1 = tricorn faster) and for CPU per request (<1 = tricorn cheaper).\n"
+    )
     L.append("### Command lines\n")
     L.append("```")
     for s in meta["options"]["servers"]:
         L.append(f"# {s}")
         L.append(f"taskset -c {SERVER_CPU} " + shlex.join(server_command(s, "bench.apps:APP", 8000)))
     L.append("# load (POST echo adds -s bench/post.lua; hello-close adds -H 'Connection: close')")
-    L.append(f"taskset -c {LOADGEN_CPU} wrk -t{meta['options']['threads']} "
-             f"-c{meta['options']['connections']} -d{meta['options']['duration']}s "
-             f"--timeout 10s --latency http://127.0.0.1:PORT/PATH")
+    L.append(
+        f"taskset -c {LOADGEN_CPU} wrk -t{meta['options']['threads']} "
+        f"-c{meta['options']['connections']} -d{meta['options']['duration']}s "
+        f"--timeout 10s --latency http://127.0.0.1:PORT/PATH"
+    )
     L.append("```")
-    L.append("Servers run with cwd = repo root and `PYTHONPATH=<repo root>`. "
-             "Exact per-run command lines are in `results.json` (`server_cmd`, `wrk_cmd`).\n")
+    L.append(
+        "Servers run with cwd = repo root and `PYTHONPATH=<repo root>`. "
+        "Exact per-run command lines are in `results.json` (`server_cmd`, `wrk_cmd`).\n"
+    )
 
     by = {(r["scenario"], r["server"]): r for r in runs}
     for sc in [SCENARIO_BY_NAME[n] for n in meta["options"]["scenarios"]]:
         L.append(f"## {sc.name}: {sc.title}\n")
-        L.append(f"`{sc.app}`, {'POST' if sc.lua else 'GET'} `{sc.path}`"
-                 + (" with `Connection: close`" if sc.close else "")
-                 + ("" if sc.pinned else ", **unpinned**") + "\n")
+        L.append(
+            f"`{sc.app}`, {'POST' if sc.lua else 'GET'} `{sc.path}`"
+            + (" with `Connection: close`" if sc.close else "")
+            + ("" if sc.pinned else ", **unpinned**")
+            + "\n"
+        )
         hdr = "| server | req/s | p50 | p99 | CPU µs/req | util |"
         sep = "|---|---:|---:|---:|---:|---:|"
         if sc.track_rss:
@@ -769,16 +842,19 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                 cols = 5 + (4 if sc.track_rss else 0)
                 L.append(f"| {s} | " + " | ".join(["–"] * cols) + f" | FAILED: {err} |")
                 continue
-            row = (f"| {s} | {r['rps']:,.0f} | {_num(r['p50_ms'], '.2f')} ms | "
-                   f"{_num(r['p99_ms'], '.2f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
-                   f"{_num(r['cpu_util'], '.2f')} |")
+            row = (
+                f"| {s} | {r['rps']:,.0f} | {_num(r['p50_ms'], '.2f')} ms | "
+                f"{_num(r['p99_ms'], '.2f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
+                f"{_num(r['cpu_util'], '.2f')} |"
+            )
             if sc.track_rss:
-                row += (f" {r['rss_start_kb'] / 1024:.1f} MiB"
-                        f" | {r['rss_before_kb'] / 1024:.1f} MiB | {r['rss_after_kb'] / 1024:.1f} MiB"
-                        f" | {r['rss_hwm_after_kb'] / 1024:.1f} MiB |")
+                row += (
+                    f" {r['rss_start_kb'] / 1024:.1f} MiB"
+                    f" | {r['rss_before_kb'] / 1024:.1f} MiB | {r['rss_after_kb'] / 1024:.1f} MiB"
+                    f" | {r['rss_hwm_after_kb'] / 1024:.1f} MiB |"
+                )
             note = r.get("warning", "")
-            if sc.pinned and not (r.get("affinity_start", {}).get("ok")
-                                  and r.get("affinity_end", {}).get("ok")):
+            if sc.pinned and not (r.get("affinity_start", {}).get("ok") and r.get("affinity_end", {}).get("ok")):
                 note = (note + "; " if note else "") + "PINNING NOT VERIFIED"
             row += f" {note} |"
             L.append(row)
@@ -787,8 +863,10 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         for peer in ("granian", "uvicorn"):
             p = by.get((sc.name, peer))
             if t and p and t["ok"] and p["ok"]:
-                ratios.append(f"| tricorn / {peer} | {_ratio(t['rps'], p['rps'])} | "
-                              f"{_ratio(t['cpu_us_per_req'], p['cpu_us_per_req'])} |")
+                ratios.append(
+                    f"| tricorn / {peer} | {_ratio(t['rps'], p['rps'])} | "
+                    f"{_ratio(t['cpu_us_per_req'], p['cpu_us_per_req'])} |"
+                )
         if ratios:
             L += ["", "| ratio | req/s | CPU per request |", "|---|---:|---:|"] + ratios
         L.append("")
@@ -801,24 +879,28 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
-                    help="comma-separated subset of: " + ",".join(SCENARIO_BY_NAME))
-    ap.add_argument("--servers", default=",".join(SERVERS),
-                    help="comma-separated subset of: " + ",".join(SERVERS))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--scenarios",
+        default=",".join(s.name for s in SCENARIOS),
+        help="comma-separated subset of: " + ",".join(SCENARIO_BY_NAME),
+    )
+    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of: " + ",".join(SERVERS))
     ap.add_argument("--duration", type=float, default=10, help="measured seconds (default 10)")
     ap.add_argument("--warmup", type=float, default=3, help="warm-up seconds (default 3)")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="measured runs per server and scenario; the best req/s is kept "
-                         "(all attempts are in results.json)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured runs per server and scenario; the best req/s is kept (all attempts are in results.json)",
+    )
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--start-timeout", type=float, default=30)
-    ap.add_argument("--out", type=Path, default=BENCH,
-                    help="directory for RESULTS.md / results.json (default bench/)")
-    ap.add_argument("--no-install", action="store_true",
-                    help="do not create/install the peers venv or fastapi into .venv")
+    ap.add_argument("--out", type=Path, default=BENCH, help="directory for RESULTS.md / results.json (default bench/)")
+    ap.add_argument(
+        "--no-install", action="store_true", help="do not create/install the peers venv or fastapi into .venv"
+    )
     args = ap.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -853,8 +935,11 @@ def main(argv=None) -> int:
     if "tricorn" in args.servers:
         if args.no_install:
             py = MAIN_VENV / "bin" / "python"
-            problem = None if sh([str(py), "-c", "import tricorn"]).returncode == 0 \
+            problem = (
+                None
+                if sh([str(py), "-c", "import tricorn"]).returncode == 0
                 else "tricorn is not importable from .venv"
+            )
         else:
             problem = ensure_main_venv()
         if problem:
@@ -867,10 +952,15 @@ def main(argv=None) -> int:
         "argv": shlex.join(["bench/run.py"] + (sys.argv[1:] if argv is None else list(argv))),
         "machine": machine_info(),
         "versions": {"main": venv_versions(MAIN_VENV), "peers": venv_versions(PEERS_VENV)},
-        "options": {"scenarios": args.scenarios, "servers": args.servers,
-                    "duration": args.duration, "warmup": args.warmup,
-                    "connections": args.connections, "threads": args.threads,
-                    "repeat": args.repeat},
+        "options": {
+            "scenarios": args.scenarios,
+            "servers": args.servers,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "connections": args.connections,
+            "threads": args.threads,
+            "repeat": args.repeat,
+        },
         "access_log": "off for all servers",
         "workers": 1,
     }
@@ -880,8 +970,9 @@ def main(argv=None) -> int:
             sc = SCENARIO_BY_NAME[name]
             for server in args.servers:
                 if server in skip:
-                    runs.append({"scenario": name, "server": server, "ok": False,
-                                 "error": skip[server], "pinned": sc.pinned})
+                    runs.append(
+                        {"scenario": name, "server": server, "ok": False, "error": skip[server], "pinned": sc.pinned}
+                    )
                     continue
                 runs.append(run_one(server, sc, args, logdir))
                 write_report(meta, runs, args.out)  # keep partial results

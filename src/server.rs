@@ -109,7 +109,6 @@ impl NativeServer {
             .timer(HyperTimer)
             .header_read_timeout(parsed.timeout_keep_alive)
             .auto_date_header(parsed.date_header)
-            .pipeline_flush(true)
             .keep_alive(true);
         let get = |key: &str| -> PyResult<Py<PyAny>> {
             settings

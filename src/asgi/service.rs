@@ -36,9 +36,9 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
         let state = &self.state;
         state.total_requests.set(state.total_requests.get() + 1);
         if let Some(limit) = state.settings.limit_concurrency {
-            // uvicorn answers 503 once connections or tasks reach the limit; this connection
-            // counts itself, so N connections may be served at once with a limit of N.
-            if state.connections.get() > limit || state.tasks.get() >= limit {
+            // uvicorn's rule, kept as is: 503 once open connections (this one included, idle
+            // keep-alive ones too) or running tasks reach the limit.
+            if state.connections.get() >= limit || state.tasks.get() >= limit {
                 state.log_warning("Exceeded concurrency limit.");
                 return ResponseFuture::Simple(Some(simple_response(
                     state,
