@@ -37,13 +37,14 @@ system-deps:
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --quiet -- -D warnings
-	$(VENV)/bin/ruff check python tests bench examples
-	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/ruff check python tests bench examples scripts
+	$(VENV)/bin/ruff format --check python tests bench examples scripts
+	$(VENV)/bin/mypy
 
 format: venv
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests bench examples
-	$(VENV)/bin/ruff check --fix python tests bench examples
+	$(VENV)/bin/ruff format python tests bench examples scripts
+	$(VENV)/bin/ruff check --fix python tests bench examples scripts
 
 test-rust:
 	cargo test --quiet

@@ -44,6 +44,10 @@ pub(crate) struct ServerState {
     pub(crate) lifespan_state: Py<PyDict>,
     /// The shared already-done awaitable returned by `send()`.
     pub(crate) done: Py<Done>,
+    /// `contextvars.Context`, when each request gets a fresh context.
+    pub(crate) fresh_context: Option<Py<PyAny>>,
+    /// The asyncio tasks running the application, to cancel them on abort.
+    pub(crate) app_tasks: RefCell<Slab<Py<PyAny>>>,
     http1: http1::Builder,
     /// Open connections.
     pub(crate) connections: Cell<usize>,
@@ -103,6 +107,7 @@ impl NativeServer {
         settings: &Bound<'_, PyDict>,
     ) -> PyResult<Self> {
         let parsed = Settings::from_dict(settings)?;
+        let reset_contextvars = parsed.reset_contextvars;
         let runtime = runtime::current().map_err(|e| PyOSError::new_err(format!("cannot create the runtime: {e}")))?;
         let mut builder = http1::Builder::new();
         builder
@@ -125,6 +130,16 @@ impl NativeServer {
             error_logger: get("error_logger")?,
             lifespan_state: get("state")?.bind(py).cast::<PyDict>()?.clone().unbind(),
             done: Py::new(py, Done)?,
+            fresh_context: if reset_contextvars {
+                Some(
+                    py.import(intern!(py, "contextvars"))?
+                        .getattr(intern!(py, "Context"))?
+                        .unbind(),
+                )
+            } else {
+                None
+            },
+            app_tasks: RefCell::new(Slab::new()),
             http1: builder,
             connections: Cell::new(0),
             tasks: Cell::new(0),
@@ -176,8 +191,8 @@ impl NativeServer {
         }
     }
 
-    /// Close every connection now.
-    fn abort(&mut self) {
+    /// Close every connection now and cancel the application tasks still running.
+    fn abort(&mut self, py: Python<'_>) -> PyResult<()> {
         self.shutdown();
         let tasks: Vec<usize> = self
             .state
@@ -189,6 +204,21 @@ impl NativeServer {
         for id in tasks {
             self.runtime.executor.cancel(id);
         }
+        let app_tasks: Vec<Py<PyAny>> = self
+            .state
+            .app_tasks
+            .borrow()
+            .iter()
+            .map(|(_, t)| t.clone_ref(py))
+            .collect();
+        for task in app_tasks {
+            task.call_method1(
+                py,
+                intern!(py, "cancel"),
+                ("Task cancelled, timeout graceful shutdown exceeded",),
+            )?;
+        }
+        Ok(())
     }
 
     /// Open connections.

@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) trusted_hosts: TrustedHosts,
     /// Largest request body accepted; bigger ones get 413.
     pub(crate) limit_request_body: Option<u64>,
+    /// Run each request in a fresh `contextvars.Context()` instead of a copy of the server's.
+    pub(crate) reset_contextvars: bool,
 }
 
 fn required<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -66,6 +68,7 @@ impl Settings {
             proxy_headers: required(dict, "proxy_headers")?.extract()?,
             trusted_hosts: TrustedHosts::parse(&allow),
             limit_request_body: required(dict, "limit_request_body")?.extract()?,
+            reset_contextvars: required(dict, "reset_contextvars")?.extract()?,
         })
     }
 }

@@ -1,4 +1,5 @@
 """Fixtures: real servers in subprocesses (and in-process for the Python API tests)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Shared helpers for the black-box suite: server subprocess management and a raw HTTP/1.1 client."""
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,17 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message
 class ServerProcess:
     """A server started as a subprocess: ``python -m SERVER APP --port N ...``."""
 
-    def __init__(self, app: str | None, *args: str, env: dict | None = None, port: int | None = None,
-                 use_port: bool = True, pass_fds=(), cmd: list[str] | None = None, cwd: str | None = None):
+    def __init__(
+        self,
+        app: str | None,
+        *args: str,
+        env: dict | None = None,
+        port: int | None = None,
+        use_port: bool = True,
+        pass_fds=(),
+        cmd: list[str] | None = None,
+        cwd: str | None = None,
+    ):
         self.port = port if port is not None else free_port()
         self.host = HOST
         self.url = f"http://{HOST}:{self.port}"
@@ -80,8 +90,13 @@ class ServerProcess:
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=cwd or str(REPO), env=clean_env(env), stdout=self._out, stderr=self._err,
-            stdin=subprocess.DEVNULL, pass_fds=pass_fds,
+            cmd,
+            cwd=cwd or str(REPO),
+            env=clean_env(env),
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            pass_fds=pass_fds,
         )
 
     # -- output -------------------------------------------------------------------------------
@@ -98,17 +113,21 @@ class ServerProcess:
         return self.stdout + self.stderr
 
     def wait_output(self, text: str, timeout: float = 10.0, stream: str = "output") -> str:
-        return wait_until(lambda: text in getattr(self, stream) and getattr(self, stream),
-                          timeout, message=f"{text!r} in server {stream}:\n{self.output}")
+        return wait_until(
+            lambda: text in getattr(self, stream) and getattr(self, stream),
+            timeout,
+            message=f"{text!r} in server {stream}:\n{self.output}",
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def wait_ready(self, timeout: float = 30.0, uds: str | None = None) -> "ServerProcess":
+    def wait_ready(self, timeout: float = 30.0, uds: str | None = None) -> ServerProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"server exited with {self.proc.returncode} before accepting connections\n"
-                    f"cmd: {self.cmd}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+                    f"cmd: {self.cmd}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+                )
             try:
                 if uds:
                     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -128,8 +147,10 @@ class ServerProcess:
     def wait_exit(self, timeout: float = 15.0) -> int:
         try:
             return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"server did not exit within {timeout}s\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"server did not exit within {timeout}s\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            ) from exc
 
     def send_signal(self, sig=signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -165,8 +186,15 @@ class ServerProcess:
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 30.0, cwd: str | None = None):
     """Run the CLI to completion (for exit-status tests)."""
-    return subprocess.run([sys.executable, "-m", SERVER, *args], cwd=cwd or str(REPO), env=clean_env(env),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", SERVER, *args],
+        cwd=cwd or str(REPO),
+        env=clean_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,8 +225,15 @@ class Closed(Exception):
 
 
 class RawClient:
-    def __init__(self, host: str = HOST, port: int | None = None, timeout: float = 10.0, uds: str | None = None,
-                 rcvbuf: int | None = None, sndbuf: int | None = None):
+    def __init__(
+        self,
+        host: str = HOST,
+        port: int | None = None,
+        timeout: float = 10.0,
+        uds: str | None = None,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+    ):
         if uds:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target = uds
@@ -292,8 +327,9 @@ class RawClient:
                 continue
             return self.read_body(resp, method)
 
-    def request(self, method: str, path: str, headers: dict | None = None, body: bytes = b"",
-                version: str = "HTTP/1.1") -> RawResponse:
+    def request(
+        self, method: str, path: str, headers: dict | None = None, body: bytes = b"", version: str = "HTTP/1.1"
+    ) -> RawResponse:
         self.send(build_request(method, path, headers, body, version))
         return self.read_response(method)
 
@@ -305,7 +341,7 @@ class RawClient:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except (ConnectionResetError, BrokenPipeError):
                 return True
@@ -326,8 +362,9 @@ class RawClient:
         self.close()
 
 
-def build_request(method: str, path: str, headers: dict | None = None, body: bytes = b"",
-                  version: str = "HTTP/1.1") -> bytes:
+def build_request(
+    method: str, path: str, headers: dict | None = None, body: bytes = b"", version: str = "HTTP/1.1"
+) -> bytes:
     headers = dict(headers or {})
     lower = {k.lower() for k in headers}
     if "host" not in lower:

@@ -1,4 +1,5 @@
 """Python API: run(), Config, Server(config).serve(), started, should_exit (like uvicorn's)."""
+
 import asyncio
 import importlib
 import inspect
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from tests.apps import basic
-from tests.helpers import (HOST, SERVER, SERVER_NAME, ServerProcess, free_port, graceful_exit_codes, wait_until)
+from tests.helpers import HOST, SERVER, SERVER_NAME, ServerProcess, free_port, graceful_exit_codes
 
 server_module = importlib.import_module(SERVER)  # a missing package must fail, not skip
 
@@ -31,6 +32,7 @@ async def _wait_started(server, task, timeout=20):
 def _run_in_process(coro_fn, timeout=30):
     async def main():
         return await asyncio.wait_for(coro_fn(), timeout)
+
     return asyncio.run(main())
 
 
@@ -38,19 +40,55 @@ def test_public_names():
     for name in ("run", "Config", "Server"):
         assert hasattr(server_module, name), name
     params = inspect.signature(server_module.run).parameters
-    for kw in ("host", "port", "uds", "fd", "loop", "lifespan", "log_level", "access_log", "root_path",
-               "proxy_headers", "forwarded_allow_ips", "timeout_keep_alive", "timeout_graceful_shutdown",
-               "limit_concurrency", "backlog", "headers", "server_header", "date_header", "factory", "app_dir",
-               "env_file", "log_config"):
+    for kw in (
+        "host",
+        "port",
+        "uds",
+        "fd",
+        "loop",
+        "lifespan",
+        "log_level",
+        "access_log",
+        "root_path",
+        "proxy_headers",
+        "forwarded_allow_ips",
+        "timeout_keep_alive",
+        "timeout_graceful_shutdown",
+        "limit_concurrency",
+        "backlog",
+        "headers",
+        "server_header",
+        "date_header",
+        "factory",
+        "app_dir",
+        "env_file",
+        "log_config",
+    ):
         assert kw in params, kw
 
 
 def test_config_accepts_uvicorn_keywords():
     config = server_module.Config(
-        app=basic.app, host=HOST, port=free_port(), loop="asyncio", lifespan="on", log_level="warning",
-        access_log=False, root_path="/r", proxy_headers=False, forwarded_allow_ips="*", timeout_keep_alive=3,
-        timeout_graceful_shutdown=2, limit_concurrency=10, backlog=64, headers=[("x-a", "b")],
-        server_header=False, date_header=False, factory=False, log_config=None)
+        app=basic.app,
+        host=HOST,
+        port=free_port(),
+        loop="asyncio",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        root_path="/r",
+        proxy_headers=False,
+        forwarded_allow_ips="*",
+        timeout_keep_alive=3,
+        timeout_graceful_shutdown=2,
+        limit_concurrency=10,
+        backlog=64,
+        headers=[("x-a", "b")],
+        server_header=False,
+        date_header=False,
+        factory=False,
+        log_config=None,
+    )
     assert config.host == HOST
     assert config.root_path == "/r"
     assert config.timeout_keep_alive == 3
@@ -78,8 +116,9 @@ def test_server_serve_started_should_exit():
     port = free_port()
 
     async def scenario():
-        config = server_module.Config(app=basic.app, host=HOST, port=port, log_config=None, log_level="warning",
-                                      headers=[("x-api", "1")])
+        config = server_module.Config(
+            app=basic.app, host=HOST, port=port, log_config=None, log_level="warning", headers=[("x-api", "1")]
+        )
         server = server_module.Server(config)
         assert server.started is False
         assert server.should_exit is False
@@ -118,6 +157,7 @@ def test_access_logger_name_and_args():
     handler = Collect()
     access.addHandler(handler)
     try:
+
         async def scenario():
             config = server_module.Config(app=basic.app, host=HOST, port=port, log_config=None, log_level="info")
             server = server_module.Server(config)
@@ -128,6 +168,7 @@ def test_access_logger_name_and_args():
             await asyncio.sleep(0)
             server.should_exit = True
             await asyncio.wait_for(task, 15)
+
         _run_in_process(scenario)
     finally:
         access.removeHandler(handler)
@@ -151,6 +192,7 @@ def test_error_logger_gets_traceback():
     handler = Collect()
     error.addHandler(handler)
     try:
+
         async def scenario():
             config = server_module.Config(app=basic.app, host=HOST, port=port, log_config=None, log_level="info")
             server = server_module.Server(config)
@@ -160,6 +202,7 @@ def test_error_logger_gets_traceback():
                 assert (await client.get(f"http://{HOST}:{port}/raise-before")).status_code == 500
             server.should_exit = True
             await asyncio.wait_for(task, 15)
+
         _run_in_process(scenario)
     finally:
         error.removeHandler(handler)
@@ -173,8 +216,9 @@ def test_serve_with_lifespan_state_in_process():
     from tests.apps import lifespan_apps
 
     async def scenario():
-        config = server_module.Config(app=lifespan_apps.state_app, host=HOST, port=port, log_config=None,
-                                      log_level="warning", lifespan="on")
+        config = server_module.Config(
+            app=lifespan_apps.state_app, host=HOST, port=port, log_config=None, log_level="warning", lifespan="on"
+        )
         server = server_module.Server(config)
         task = asyncio.create_task(server.serve())
         await _wait_started(server, task)
@@ -212,8 +256,11 @@ def test_run_blocks_and_stops_on_sigterm(kind):
 
 def test_run_bad_import_string_exits_3():
     import subprocess
+
     from tests.helpers import REPO, clean_env
+
     code = f"import {SERVER}; {SERVER}.run('tests.apps.no_such_module_xyz:app', port={free_port()})"
-    r = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), env=clean_env(), capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=str(REPO), env=clean_env(), capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 3, r.stderr

@@ -1,7 +1,7 @@
 """Request/response bodies: streaming both ways, disconnects, backpressure."""
+
 import os
 import select
-import socket
 import time
 import uuid
 
@@ -60,7 +60,8 @@ def test_upload_1mib_chunked(srv):
 
     def gen():
         for i in range(0, len(body), 100_000):
-            yield body[i:i + 100_000]
+            yield body[i : i + 100_000]
+
     r = httpx.post(srv.url + "/echo", content=gen(), timeout=30)
     assert r.status_code == 200 and r.content == body
 

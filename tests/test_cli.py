@@ -1,4 +1,5 @@
 """Command line: options, environment variables, exit statuses, signals."""
+
 import os
 import re
 import signal
@@ -10,8 +11,16 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import (ENV_PREFIX, HOST, IS_UVICORN, SERVER_NAME, RawClient, free_port, graceful_exit_codes,
-                           run_cli, wait_until)
+from tests.helpers import (
+    ENV_PREFIX,
+    HOST,
+    SERVER_NAME,
+    RawClient,
+    free_port,
+    graceful_exit_codes,
+    run_cli,
+    wait_until,
+)
 
 
 def assert_one_readable_error(stderr: str, *needles: str):
@@ -58,12 +67,15 @@ def test_failed_lifespan_startup_exits_3():
     assert "startup failed" in r.stderr.lower()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--no-such-option"], "--no-such-option"),
-    (["--port", "not-a-number"], "--port"),
-    (["--lifespan", "bogus"], "--lifespan"),
-    (["--log-level", "loud"], "--log-level"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--no-such-option"], "--no-such-option"),
+        (["--port", "not-a-number"], "--port"),
+        (["--lifespan", "bogus"], "--lifespan"),
+        (["--log-level", "loud"], "--log-level"),
+    ],
+)
 def test_bad_option_is_usage_error_exit_2(args, needle):
     r = run_cli("tests.apps.basic:app", *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -86,19 +98,46 @@ def test_version():
 def test_help_lists_options():
     r = run_cli("--help")
     assert r.returncode == 0
-    for opt in ["--host", "--port", "--uds", "--fd", "--loop", "--lifespan", "--log-level", "--access-log",
-                "--no-access-log", "--root-path", "--proxy-headers", "--no-proxy-headers", "--forwarded-allow-ips",
-                "--timeout-keep-alive", "--timeout-graceful-shutdown", "--limit-concurrency", "--backlog",
-                "--header", "--server-header", "--no-server-header", "--date-header", "--no-date-header",
-                "--factory", "--app-dir", "--env-file", "--version"]:
+    for opt in [
+        "--host",
+        "--port",
+        "--uds",
+        "--fd",
+        "--loop",
+        "--lifespan",
+        "--log-level",
+        "--access-log",
+        "--no-access-log",
+        "--root-path",
+        "--proxy-headers",
+        "--no-proxy-headers",
+        "--forwarded-allow-ips",
+        "--timeout-keep-alive",
+        "--timeout-graceful-shutdown",
+        "--limit-concurrency",
+        "--backlog",
+        "--header",
+        "--server-header",
+        "--no-server-header",
+        "--date-header",
+        "--no-date-header",
+        "--factory",
+        "--app-dir",
+        "--env-file",
+        "--version",
+    ]:
         assert opt in r.stdout, opt
 
 
 # --- environment variables ------------------------------------------------------------------------
 def test_env_port_and_root_path(start_server):
     port = free_port()
-    s = start_server("tests.apps.basic:app", use_port=False, port=port,
-                     env={ENV_PREFIX + "PORT": str(port), ENV_PREFIX + "ROOT_PATH": "/env-root"})
+    s = start_server(
+        "tests.apps.basic:app",
+        use_port=False,
+        port=port,
+        env={ENV_PREFIX + "PORT": str(port), ENV_PREFIX + "ROOT_PATH": "/env-root"},
+    )
     scope = httpx.get(s.url + "/scope", timeout=10).json()
     assert scope["root_path"] == "/env-root"
     assert scope["server"][1] == port
@@ -106,9 +145,16 @@ def test_env_port_and_root_path(start_server):
 
 def test_env_app_and_flag(start_server):
     port = free_port()
-    s = start_server(None, use_port=False, port=port,
-                     env={ENV_PREFIX + "APP": "tests.apps.basic:app", ENV_PREFIX + "PORT": str(port),
-                          ENV_PREFIX + "SERVER_HEADER": "false"})
+    s = start_server(
+        None,
+        use_port=False,
+        port=port,
+        env={
+            ENV_PREFIX + "APP": "tests.apps.basic:app",
+            ENV_PREFIX + "PORT": str(port),
+            ENV_PREFIX + "SERVER_HEADER": "false",
+        },
+    )
     r = httpx.get(s.url + "/head", timeout=10)
     assert r.text == "hello"
     assert "server" not in r.headers
@@ -116,8 +162,13 @@ def test_env_app_and_flag(start_server):
 
 def test_cli_option_wins_over_env(start_server):
     port = free_port()
-    s = start_server("tests.apps.basic:app", "--root-path", "/from-cli", port=port,
-                     env={ENV_PREFIX + "PORT": str(free_port()), ENV_PREFIX + "ROOT_PATH": "/from-env"})
+    s = start_server(
+        "tests.apps.basic:app",
+        "--root-path",
+        "/from-cli",
+        port=port,
+        env={ENV_PREFIX + "PORT": str(free_port()), ENV_PREFIX + "ROOT_PATH": "/from-env"},
+    )
     scope = httpx.get(s.url + "/scope", timeout=10).json()
     assert scope["root_path"] == "/from-cli"
     assert scope["server"][1] == port
@@ -145,8 +196,15 @@ def test_fd_inherited_tcp_socket(start_server):
     sock.listen(16)
     port = sock.getsockname()[1]
     try:
-        s = start_server("tests.apps.basic:app", "--fd", str(sock.fileno()), use_port=False, port=port,
-                         pass_fds=(sock.fileno(),), ready=False)
+        start_server(
+            "tests.apps.basic:app",
+            "--fd",
+            str(sock.fileno()),
+            use_port=False,
+            port=port,
+            pass_fds=(sock.fileno(),),
+            ready=False,
+        )
         r = httpx.get(f"http://{HOST}:{port}/scope", timeout=30)
         assert r.status_code == 200
         assert r.json()["server"] == [HOST, port]
@@ -166,7 +224,8 @@ def test_app_dir(start_server, tmp_path):
         "async def app(scope, receive, send):\n"
         "    if scope['type'] != 'http':\n        return\n"
         "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
-        "    await send({'type': 'http.response.body', 'body': b'from-app-dir'})\n")
+        "    await send({'type': 'http.response.body', 'body': b'from-app-dir'})\n"
+    )
     s = start_server("appdir_module_xyz:app", "--app-dir", str(tmp_path), "--lifespan", "off")
     assert httpx.get(s.url + "/", timeout=10).text == "from-app-dir"
 
@@ -298,11 +357,20 @@ def test_no_graceful_timeout_waits_for_request(start_server):
 
 def test_many_options_from_env(start_server):
     port = free_port()
-    s = start_server("tests.apps.lifespan_apps:state_app", use_port=False, port=port, env={
-        ENV_PREFIX + "HOST": HOST, ENV_PREFIX + "PORT": str(port), ENV_PREFIX + "LIFESPAN": "off",
-        ENV_PREFIX + "ACCESS_LOG": "false", ENV_PREFIX + "DATE_HEADER": "false",
-        ENV_PREFIX + "TIMEOUT_KEEP_ALIVE": "1", ENV_PREFIX + "PROXY_HEADERS": "false",
-    })
+    s = start_server(
+        "tests.apps.lifespan_apps:state_app",
+        use_port=False,
+        port=port,
+        env={
+            ENV_PREFIX + "HOST": HOST,
+            ENV_PREFIX + "PORT": str(port),
+            ENV_PREFIX + "LIFESPAN": "off",
+            ENV_PREFIX + "ACCESS_LOG": "false",
+            ENV_PREFIX + "DATE_HEADER": "false",
+            ENV_PREFIX + "TIMEOUT_KEEP_ALIVE": "1",
+            ENV_PREFIX + "PROXY_HEADERS": "false",
+        },
+    )
     with RawClient(port=port) as c:
         r = c.request("GET", "/?marker=envaccess", {"X-Forwarded-For": "203.0.113.9"})
         assert r.status == 200

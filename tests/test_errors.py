@@ -1,4 +1,5 @@
 """Application errors: 500s, aborted connections, wrong ASGI message order."""
+
 import uuid
 
 import httpx
@@ -97,6 +98,7 @@ def test_wrong_order_send_after_complete(srv):
 
     def value():
         return httpx.get(srv.url + "/results", params={"key": key}, timeout=10).json()["value"]
+
     text = wait_until(value, 10, message="app recorded error")
     assert text.startswith("RuntimeError: "), text
     assert "http.response.body" in text and "completed" in text
@@ -115,6 +117,7 @@ def test_contextvars_concurrent_requests(srv):
 
     def one(i):
         return httpx.get(srv.url + "/ctx", params={"value": f"c{i}", "delay": "0.1"}, timeout=10).json()
+
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         results = list(ex.map(one, range(8)))
     for i, data in enumerate(results):

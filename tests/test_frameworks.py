@@ -1,4 +1,5 @@
 """The same small app written for FastAPI, Starlette and Django (ASGI), served and exercised."""
+
 import httpx
 import pytest
 
@@ -63,5 +64,6 @@ def test_sync_endpoint_in_thread(fw):
 
 def test_server_header(fw):
     from tests.helpers import SERVER_NAME
+
     r = httpx.get(fw.url + "/items/1", timeout=15)
     assert r.headers["server"] == SERVER_NAME

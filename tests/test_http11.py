@@ -1,4 +1,5 @@
 """HTTP/1.1 protocol behaviour over real TCP sockets."""
+
 import email.utils
 import select
 import time
@@ -38,10 +39,12 @@ def test_keep_alive_raw_sequential_requests(srv):
 
 def test_pipelining_responses_in_order(srv):
     with raw(srv) as c:
-        c.send(build_request("GET", "/scope?n=1")
-               + build_request("POST", "/echo", body=b"pipelined-body")
-               + build_request("HEAD", "/head")
-               + build_request("GET", "/scope?n=4"))
+        c.send(
+            build_request("GET", "/scope?n=1")
+            + build_request("POST", "/echo", body=b"pipelined-body")
+            + build_request("HEAD", "/head")
+            + build_request("GET", "/scope?n=4")
+        )
         r1 = c.read_response()
         r2 = c.read_response()
         r3 = c.read_response("HEAD")
@@ -61,8 +64,11 @@ def test_http10_request(srv):
         assert c.is_closed(5), "HTTP/1.0 without keep-alive must close the connection"
 
 
-@pytest.mark.skipif(IS_UVICORN, reason="uvicorn's default httptools protocol sends chunked framing to HTTP/1.0 "
-                    "clients (RFC 9112 forbids it; its h11 protocol gets it right)")
+@pytest.mark.skipif(
+    IS_UVICORN,
+    reason="uvicorn's default httptools protocol sends chunked framing to HTTP/1.0 "
+    "clients (RFC 9112 forbids it; its h11 protocol gets it right)",
+)
 def test_http10_streamed_response_is_not_chunked(srv):
     with raw(srv) as c:
         c.send(b"GET /stream?n=3&size=4 HTTP/1.0\r\n\r\n")
@@ -83,8 +89,11 @@ def test_content_length_upload_and_response(srv):
 def test_chunked_upload(srv):
     parts = [b"hello ", b"chunked ", b"world"]
     with raw(srv) as c:
-        c.send(build_request("POST", "/echo", {"Transfer-Encoding": "chunked"})
-               + b"".join(chunk(p) for p in parts) + b"0\r\n\r\n")
+        c.send(
+            build_request("POST", "/echo", {"Transfer-Encoding": "chunked"})
+            + b"".join(chunk(p) for p in parts)
+            + b"0\r\n\r\n"
+        )
         r = c.read_response()
     assert r.status == 200
     assert r.body == b"".join(parts)
@@ -94,6 +103,7 @@ def test_chunked_upload_with_httpx_generator(srv):
     def gen():
         for i in range(5):
             yield b"%d-" % i
+
     r = httpx.post(srv.url + "/echo", content=gen(), timeout=10)
     assert r.status_code == 200 and r.content == b"0-1-2-3-4-"
 
@@ -153,8 +163,9 @@ def test_expect_100_continue_is_lazy(srv):
     """100 Continue is sent only when the app first calls receive() (the app sleeps 0.5 s first)."""
     key = uuid.uuid4().hex
     with raw(srv) as c:
-        c.send(build_request("POST", f"/expect?delay=0.5&key={key}",
-                             {"Expect": "100-continue", "Content-Length": "11"}))
+        c.send(
+            build_request("POST", f"/expect?delay=0.5&key={key}", {"Expect": "100-continue", "Content-Length": "11"})
+        )
         t0 = time.monotonic()
         early = _readable(c.sock, 0.3)
         if early:

@@ -1,4 +1,5 @@
 """Lifespan protocol: auto|on|off, state, failures."""
+
 import json
 import signal
 

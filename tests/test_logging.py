@@ -1,4 +1,5 @@
 """Logging: startup lines, access log in uvicorn's format, tracebacks."""
+
 import re
 
 import httpx
@@ -41,7 +42,9 @@ def test_access_line_http10_and_status_phrase(srv):
 
 def test_access_line_keeps_raw_path(srv):
     httpx.get(srv.url + "/caf%C3%A9", timeout=10)
-    wait_until(lambda: '"GET /caf%C3%A9 HTTP/1.1" 200' in srv.stdout, 10, message=f"raw path in access line:\n{srv.output}")
+    wait_until(
+        lambda: '"GET /caf%C3%A9 HTTP/1.1" 200' in srv.stdout, 10, message=f"raw path in access line:\n{srv.output}"
+    )
 
 
 def test_traceback_logged_on_app_exception(srv):

@@ -1,6 +1,6 @@
 """The ASGI HTTP scope, as uvicorn builds it."""
+
 import json
-import socket
 
 import httpx
 import pytest
@@ -25,13 +25,27 @@ def get_scope(srv, target="/scope", headers=None, method="GET", body=b"", versio
 
 def test_scope_keys_and_types(srv):
     scope = get_scope(srv, "/scope?a=1&b=two", {"X-Test-Header": "Value"})
-    expected = {"type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path",
-                "raw_path", "query_string", "headers", "state"}
+    expected = {
+        "type",
+        "asgi",
+        "http_version",
+        "server",
+        "client",
+        "scheme",
+        "method",
+        "root_path",
+        "path",
+        "raw_path",
+        "query_string",
+        "headers",
+        "state",
+    }
     assert expected <= set(scope) - {"_types", "_local_port"}
     t = scope["_types"]
     assert scope["type"] == "http"
     assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"} or (
-        scope["asgi"]["version"] == "3.0" and scope["asgi"]["spec_version"] in ("2.3", "2.4", "2.5"))
+        scope["asgi"]["version"] == "3.0" and scope["asgi"]["spec_version"] in ("2.3", "2.4", "2.5")
+    )
     assert t["asgi{}"] == {"version": "str", "spec_version": "str"}
     assert scope["http_version"] == "1.1"
     assert scope["scheme"] == "http"
@@ -55,8 +69,9 @@ def test_scope_keys_and_types(srv):
 
 def test_headers_lowercased_in_order_with_duplicates(srv):
     with RawClient(port=srv.port) as c:
-        c.send(b"GET /scope HTTP/1.1\r\nHost: example.org\r\nX-Dup: one\r\nX-MiXeD-Case: Keep Value\r\n"
-               b"X-Dup: two\r\n\r\n")
+        c.send(
+            b"GET /scope HTTP/1.1\r\nHost: example.org\r\nX-Dup: one\r\nX-MiXeD-Case: Keep Value\r\nX-Dup: two\r\n\r\n"
+        )
         r = c.read_response()
     headers = json.loads(r.body)["headers"]
     assert ["host", "example.org"] in headers
@@ -120,32 +135,40 @@ def test_root_path_option(start_server):
 
 def test_proxy_headers_default_trusts_localhost(start_server):
     s = start_server("tests.apps.basic:app")
-    scope = httpx.get(s.url + "/scope", headers={"X-Forwarded-For": "203.0.113.7, 127.0.0.1",
-                                                 "X-Forwarded-Proto": "https"}, timeout=10).json()
+    scope = httpx.get(
+        s.url + "/scope",
+        headers={"X-Forwarded-For": "203.0.113.7, 127.0.0.1", "X-Forwarded-Proto": "https"},
+        timeout=10,
+    ).json()
     assert scope["client"][0] == "203.0.113.7"
     assert scope["scheme"] == "https"
 
 
 def test_no_proxy_headers(start_server):
     s = start_server("tests.apps.basic:app", "--no-proxy-headers")
-    scope = httpx.get(s.url + "/scope", headers={"X-Forwarded-For": "203.0.113.7",
-                                                 "X-Forwarded-Proto": "https"}, timeout=10).json()
+    scope = httpx.get(
+        s.url + "/scope", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, timeout=10
+    ).json()
     assert scope["client"][0] == "127.0.0.1"
     assert scope["scheme"] == "http"
 
 
 def test_forwarded_allow_ips_untrusted_peer(start_server):
     s = start_server("tests.apps.basic:app", "--forwarded-allow-ips", "10.1.2.3")
-    scope = httpx.get(s.url + "/scope", headers={"X-Forwarded-For": "203.0.113.7",
-                                                 "X-Forwarded-Proto": "https"}, timeout=10).json()
+    scope = httpx.get(
+        s.url + "/scope", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, timeout=10
+    ).json()
     assert scope["client"][0] == "127.0.0.1"
     assert scope["scheme"] == "http"
 
 
 def test_forwarded_allow_ips_star(start_server):
     s = start_server("tests.apps.basic:app", "--forwarded-allow-ips", "*")
-    scope = httpx.get(s.url + "/scope", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7",
-                                                 "X-Forwarded-Proto": "https"}, timeout=10).json()
+    scope = httpx.get(
+        s.url + "/scope",
+        headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Forwarded-Proto": "https"},
+        timeout=10,
+    ).json()
     # All hops trusted -> leftmost.
     assert scope["client"][0] == "198.51.100.1"
     assert scope["scheme"] == "https"

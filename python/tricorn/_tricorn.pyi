@@ -1,28 +1,70 @@
-"""Type stubs for the native module `tricorn._tricorn` (see notes/contract.md)."""
+"""Type stubs for the native module `tricorn._tricorn` (see docs/architecture.md)."""
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, final
 
 __version__: str
 
+@final
 class NativeServer:
-    """HTTP server driven from the Python event loop thread through `fileno()` / `drive()`."""
+    """HTTP server driven from the Python event loop thread through `fileno()` / `drive()`.
+
+    `settings` keys: root_path (str), default_headers (list[tuple[bytes, bytes]]), date_header (bool),
+    timeout_keep_alive (float, s), limit_concurrency (int | None), access_log (bool), access_logger,
+    error_logger (logging.Logger), proxy_headers (bool), forwarded_allow_ips (list[str]), state (dict),
+    limit_request_body (int | None), reset_contextvars (bool).
+    """
 
     def __init__(
         self,
-        app_runner: Callable[[dict[str, Any], Any, Any], Coroutine[Any, Any, None]],
-        loop: asyncio.AbstractEventLoop,
+        app_runner: Callable[..., Coroutine[Any, Any, None]],
+        event_loop: asyncio.AbstractEventLoop,
         settings: dict[str, Any],
     ) -> None: ...
-    def listen(self, fd: int) -> None: ...
-    def fileno(self) -> int: ...
-    def drive(self) -> None: ...
-    def shutdown(self) -> None: ...
-    def abort(self) -> None: ...
+    def listen(self, fd: int) -> None:
+        """Adopt a duplicate of a bound, listening TCP or unix socket and accept on it."""
+    def fileno(self) -> int:
+        """The epoll fd to watch with `loop.add_reader`."""
+    def drive(self) -> None:
+        """Run ready I/O, timers and tasks; never blocks."""
+    def shutdown(self) -> None:
+        """Stop accepting; close idle connections, the others after their response."""
+    def abort(self) -> None:
+        """Close every connection now and cancel the application tasks."""
     @property
     def connections(self) -> int: ...
     @property
     def tasks(self) -> int: ...
     @property
     def total_requests(self) -> int: ...
+
+@final
+class Receive:
+    """The ASGI `receive` callable of one request."""
+
+    def __call__(self) -> Ready | asyncio.Future[dict[str, Any]]: ...
+
+@final
+class Send:
+    """The ASGI `send` callable of one request, with the hooks reporting how the app ended."""
+
+    def __call__(self, message: dict[str, Any], /) -> Done | asyncio.Future[None]: ...
+    def app_returned(self) -> None: ...
+    def app_failed(self, exc: BaseException, /) -> None: ...
+
+@final
+class Done:
+    """An awaitable that is already done with `None`."""
+
+    def __await__(self) -> Generator[Any]: ...
+    def __iter__(self) -> Done: ...
+    def __next__(self) -> None: ...
+
+@final
+class Ready:
+    """An awaitable that is already done with a message."""
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
+    def __iter__(self) -> Ready: ...
+    def __next__(self) -> None: ...

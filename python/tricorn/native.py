@@ -71,4 +71,5 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "forwarded_allow_ips": config.trusted_hosts,
         "state": state,
         "limit_request_body": None,
+        "reset_contextvars": config.reset_contextvars,
     }

@@ -4,7 +4,9 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use http::request::Parts;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
@@ -57,9 +59,32 @@ pub(crate) fn start(
         .access_log
         .then(|| AccessInfo::new(&origin, parts, &settings.root_path));
     let receive = Py::new(py, Receive::new(exchange.clone(), state.clone()))?;
-    let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access))?;
-    let coroutine = state.app_runner.call1(py, (scope, receive, send))?;
-    state.create_task.call1(py, (coroutine,))?;
-    state.tasks.set(state.tasks.get() + 1);
-    Ok(())
+    let task_key = state.app_tasks.borrow_mut().insert(py.None());
+    let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
+        state.app_tasks.borrow_mut().remove(task_key);
+    })?;
+    let task = state
+        .app_runner
+        .call1(py, (scope, receive, send))
+        .and_then(|coroutine| match &state.fresh_context {
+            Some(context) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), context.call0(py)?)?;
+                state.create_task.call(py, (coroutine,), Some(&kwargs))
+            }
+            None => state.create_task.call1(py, (coroutine,)),
+        });
+    match task {
+        Ok(task) => {
+            if let Some(slot) = state.app_tasks.borrow_mut().get_mut(task_key) {
+                *slot = task;
+            }
+            state.tasks.set(state.tasks.get() + 1);
+            Ok(())
+        }
+        Err(err) => {
+            state.app_tasks.borrow_mut().remove(task_key);
+            Err(err)
+        }
+    }
 }

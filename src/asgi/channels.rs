@@ -114,15 +114,23 @@ pub(crate) struct Send {
     exchange: ExchangeRef,
     state: Rc<ServerState>,
     access: Option<AccessInfo>,
+    /// Key of the application task in `ServerState::app_tasks`.
+    task_key: usize,
     finished: bool,
 }
 
 impl Send {
-    pub(crate) fn new(exchange: ExchangeRef, state: Rc<ServerState>, access: Option<AccessInfo>) -> Self {
+    pub(crate) fn new(
+        exchange: ExchangeRef,
+        state: Rc<ServerState>,
+        access: Option<AccessInfo>,
+        task_key: usize,
+    ) -> Self {
         Self {
             exchange,
             state,
             access,
+            task_key,
             finished: false,
         }
     }
@@ -207,6 +215,8 @@ impl Send {
             return;
         }
         self.state.tasks.set(self.state.tasks.get().saturating_sub(1));
+        let task = self.state.app_tasks.borrow_mut().try_remove(self.task_key);
+        drop(task);
         let outcome = self.exchange.borrow_mut().finish_app();
         match outcome {
             AppOutcome::NoResponse if returned => {

@@ -3,11 +3,11 @@
 Unknown paths echo the scope as JSON (bytes decoded as latin-1, tuples as lists, plus a ``_types`` map).
 Results of background behaviour are kept in RESULTS and read back through ``/results?key=K``.
 """
+
 import asyncio
 import contextvars
 import json
 import os
-import sys
 from urllib.parse import parse_qs
 
 RESULTS: dict = {}
@@ -42,8 +42,13 @@ def scope_types(scope):
 async def respond(send, body=b"", status=200, content_type=b"text/plain", headers=()):
     if isinstance(body, str):
         body = body.encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -86,7 +91,11 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(receive, send)
     assert scope["type"] == "http"
-    path = scope["path"][len(scope.get("root_path", "")):] if scope["path"].startswith(scope.get("root_path", "")) else scope["path"]
+    path = (
+        scope["path"][len(scope.get("root_path", "")) :]
+        if scope["path"].startswith(scope.get("root_path", ""))
+        else scope["path"]
+    )
     q = {k: v[0] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
     handler = ROUTES.get(path)
     if handler is None:
@@ -113,7 +122,13 @@ async def echo_stream(scope, receive, send, q):
         if message["type"] == "http.disconnect":
             return
         if not started:
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")],
+                }
+            )
             started = True
         body = message.get("body", b"")
         more = message.get("more_body", False)
@@ -237,9 +252,11 @@ async def task_info(scope, receive, send, q):
     import anyio
 
     task = asyncio.current_task()
-    info = {"task_type": type(task).__name__ if task else None,
-            "is_task": isinstance(task, asyncio.Task),
-            "anyio_task_matches": anyio.get_current_task().id == id(task)}
+    info = {
+        "task_type": type(task).__name__ if task else None,
+        "is_task": isinstance(task, asyncio.Task),
+        "anyio_task_matches": anyio.get_current_task().id == id(task),
+    }
     with anyio.fail_after(5):
         await anyio.sleep(0)
     results_list = []
@@ -268,8 +285,13 @@ async def bp_send(scope, receive, send, q):
     key, total, size = q["key"], int(q["total"]), int(q.get("chunk", "65536"))
     piece = b"x" * size
     RESULTS[key] = 0
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(total).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(total).encode())],
+        }
+    )
     sent = 0
     try:
         while sent < total:
@@ -343,8 +365,10 @@ ROUTES = {
 
 def create_app():
     """Factory for --factory."""
+
     async def factory_app(scope, receive, send):
         if scope["type"] == "http":
             return await respond(send, b"from-factory")
         return await app(scope, receive, send)
+
     return factory_app

@@ -1,4 +1,5 @@
 """The small framework app, FastAPI version."""
+
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -15,8 +16,13 @@ app = FastAPI(lifespan=lifespan)
 
 @app.get("/items/{item_id}")
 async def get_item(item_id: int, request: Request, q: str | None = None):
-    return {"item_id": item_id, "q": q, "path": request.url.path, "greeting": request.state.greeting,
-            "framework": "fastapi"}
+    return {
+        "item_id": item_id,
+        "q": q,
+        "path": request.url.path,
+        "greeting": request.state.greeting,
+        "framework": "fastapi",
+    }
 
 
 @app.post("/echo")
@@ -29,6 +35,7 @@ async def stream():
     async def gen():
         for i in range(3):
             yield f"part{i};"
+
     return StreamingResponse(gen(), media_type="text/plain")
 
 

@@ -1,12 +1,15 @@
 """Lifespan test apps."""
+
 import json
-import os
 
 
 async def _http_state(scope, receive, send):
     state = scope.get("state")
-    body = {"has_state": "state" in scope, "state_type": type(state).__name__,
-            "keys": sorted(state) if isinstance(state, dict) else None}
+    body = {
+        "has_state": "state" in scope,
+        "state_type": type(state).__name__,
+        "keys": sorted(state) if isinstance(state, dict) else None,
+    }
     if isinstance(state, dict):
         body["token"] = state.get("token")
         shared = state.get("shared")
@@ -16,8 +19,13 @@ async def _http_state(scope, receive, send):
         body["seen_mutation"] = state.get("mutated", False)
         state["mutated"] = True  # must not leak into the next request (shallow copy per request)
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 

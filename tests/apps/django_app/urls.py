@@ -6,8 +6,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 
 async def get_item(request, item_id):
-    return JsonResponse({"item_id": item_id, "q": request.GET.get("q"), "path": request.path,
-                         "framework": "django"})
+    return JsonResponse({"item_id": item_id, "q": request.GET.get("q"), "path": request.path, "framework": "django"})
 
 
 @csrf_exempt
@@ -21,6 +20,7 @@ async def stream(request):
     async def gen():
         for i in range(3):
             yield f"part{i};"
+
     return StreamingHttpResponse(gen(), content_type="text/plain")
 
 
