@@ -132,3 +132,126 @@ impl Runtime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::future::poll_fn;
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
+
+    use super::timer::Sleep;
+    use super::{current, spawn};
+
+    /// Drive the runtime until `done` or the deadline.
+    fn drive_until(done: impl Fn() -> bool, limit: Duration) {
+        let rt = current().unwrap();
+        let deadline = Instant::now() + limit;
+        while !done() && Instant::now() < deadline {
+            rt.drive().unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn spawned_task_runs_on_drive() {
+        current().unwrap();
+        let ran = Rc::new(Cell::new(false));
+        let flag = ran.clone();
+        spawn(async move { flag.set(true) });
+        drive_until(|| ran.get(), Duration::from_secs(1));
+        assert!(ran.get());
+    }
+
+    #[test]
+    fn woken_task_is_polled_again() {
+        current().unwrap();
+        let polls = Rc::new(Cell::new(0));
+        let count = polls.clone();
+        spawn(poll_fn(move |cx| {
+            count.set(count.get() + 1);
+            if count.get() < 3 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }));
+        drive_until(|| polls.get() == 3, Duration::from_secs(1));
+        assert_eq!(polls.get(), 3);
+    }
+
+    #[test]
+    fn wake_from_another_thread_makes_the_fd_readable() {
+        let rt = current().unwrap();
+        let waker = Rc::new(Cell::new(None));
+        let slot = waker.clone();
+        let finished = Rc::new(Cell::new(false));
+        let done = finished.clone();
+        let mut first = true;
+        spawn(poll_fn(move |cx| {
+            if first {
+                first = false;
+                slot.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                done.set(true);
+                Poll::Ready(())
+            }
+        }));
+        rt.drive().unwrap();
+        let remote = waker.take().expect("task parked its waker");
+        std::thread::spawn(move || remote.wake()).join().unwrap();
+        let mut fds = libc::pollfd {
+            fd: rt.fileno(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a bounded timeout.
+        let ready = unsafe { libc::poll(&mut fds, 1, 1000) };
+        assert_eq!(ready, 1, "the epoll fd must be readable after a remote wake-up");
+        rt.drive().unwrap();
+        assert!(finished.get());
+    }
+
+    #[test]
+    fn sleep_completes_after_its_deadline_via_the_timerfd() {
+        let rt = current().unwrap();
+        let start = Instant::now();
+        let woke = Rc::new(Cell::new(None));
+        let at = woke.clone();
+        spawn(async move {
+            Sleep::until(Instant::now() + Duration::from_millis(30)).await;
+            at.set(Some(Instant::now()));
+        });
+        rt.drive().unwrap();
+        let mut fds = libc::pollfd {
+            fd: rt.fileno(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a bounded timeout.
+        assert_eq!(
+            unsafe { libc::poll(&mut fds, 1, 2000) },
+            1,
+            "the timerfd must wake the loop"
+        );
+        drive_until(|| woke.get().is_some(), Duration::from_secs(2));
+        let elapsed = woke.get().expect("sleep completed") - start;
+        assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");
+    }
+
+    #[test]
+    fn dropped_sleep_leaves_no_timer_behind() {
+        let rt = current().unwrap();
+        let before = rt.timers.pending_len();
+        let handle = spawn(async {
+            Sleep::until(Instant::now() + Duration::from_secs(60)).await;
+        });
+        rt.drive().unwrap();
+        assert_eq!(rt.timers.pending_len(), before + 1);
+        rt.executor.cancel(handle);
+        assert_eq!(rt.timers.pending_len(), before);
+    }
+}

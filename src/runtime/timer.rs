@@ -70,6 +70,12 @@ impl Timers {
         self.pending.borrow_mut().remove(key);
     }
 
+    /// Number of pending sleeps.
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
     /// Consume the timerfd's expiration count after it fired.
     pub(crate) fn clear_fd(&self) {
         let mut count = [0u8; 8];
