@@ -1,6 +1,5 @@
 """The small framework app, Django (ASGI) version. Settings configured in code, no database."""
 
-
 import django
 from django.conf import settings
 
