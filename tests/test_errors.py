@@ -132,3 +132,14 @@ def test_current_task_is_real_asyncio_task_and_anyio_works(srv):
     assert data["to_thread"] == 42
     assert data["cancelled"] is True
     assert data["wait_for_timeout"] is True
+
+
+def test_requests_copy_the_server_context(srv):
+    data = httpx.get(srv.url + "/ctx-import", timeout=10).json()
+    assert data == {"import_var": "set-at-import"}
+
+
+def test_reset_contextvars_gives_each_request_a_fresh_context(start_server):
+    s = start_server("tests.apps.basic:app", "--reset-contextvars")
+    data = httpx.get(s.url + "/ctx-import", timeout=10).json()
+    assert data == {"import_var": "unset"}

@@ -91,3 +91,46 @@ def test_log_level_debug(start_server):
     s = start_server("tests.apps.basic:app", "--log-level", "debug")
     assert httpx.get(s.url + "/head", timeout=10).status_code == 200
     s.wait_output('"GET /head HTTP/1.1" 200', stream="stdout")
+
+
+def _log_config(server: str) -> dict:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "access": {
+                "()": f"{server}.logging.AccessFormatter",
+                "fmt": "CUSTOM-ACCESS %(client_addr)s %(request_line)s %(status_code)s",
+                "use_colors": False,
+            },
+            "default": {
+                "()": f"{server}.logging.DefaultFormatter",
+                "fmt": "CUSTOM-DEFAULT %(levelprefix)s %(message)s",
+            },
+        },
+        "handlers": {
+            "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+            "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            f"{server}.error": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            f"{server}.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_log_config_file_with_the_formatter_classes(start_server, tmp_path, suffix):
+    import json
+
+    from tests.helpers import SERVER
+
+    path = tmp_path / f"logging{suffix}"
+    path.write_text(json.dumps(_log_config(SERVER)))  # JSON is valid YAML
+    s = start_server("tests.apps.basic:app", "--log-config", str(path))
+    with RawClient(port=s.port) as c:
+        local_port = c.sock.getsockname()[1]
+        assert c.request("GET", "/scope?x=1").status == 200
+    line = rf"CUSTOM-ACCESS 127\.0\.0\.1:{local_port} GET /scope\?x=1 HTTP/1\.1 200 OK"
+    wait_until(lambda: re.search(line, s.stdout), 10, message=f"custom access line in:\n{s.output}")
+    assert "CUSTOM-DEFAULT INFO:" in s.stderr

@@ -12,6 +12,9 @@ from urllib.parse import parse_qs
 
 RESULTS: dict = {}
 REQUEST_VAR: contextvars.ContextVar = contextvars.ContextVar("request_var", default="unset")
+# Set in the server's context at import: requests see it unless --reset-contextvars is given.
+IMPORT_VAR: contextvars.ContextVar = contextvars.ContextVar("import_var", default="unset")
+IMPORT_VAR.set("set-at-import")
 
 
 def jsonable(value):
@@ -337,7 +340,13 @@ async def status(scope, receive, send, q):
     await respond(send, b"", status=int(q.get("code", "200")))
 
 
+async def ctx_import(scope, receive, send, q):
+    """Reports the context variable set when the module was imported."""
+    await respond_json(send, {"import_var": IMPORT_VAR.get()})
+
+
 ROUTES = {
+    "/ctx-import": ctx_import,
     "/echo": echo,
     "/echo-stream": echo_stream,
     "/stream": stream,
