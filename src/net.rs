@@ -63,22 +63,14 @@ impl Listener {
         let local = socket.local_addr()?;
         if local.as_socket().is_some() {
             let std_listener: std::net::TcpListener = socket.into();
-            Ok(Self::Tcp(Registered::new(mio::net::TcpListener::from_std(
-                std_listener,
-            ))?))
+            Ok(Self::Tcp(Registered::new(mio::net::TcpListener::from_std(std_listener))?))
         } else if local.is_unix() {
             let path = local.as_pathname().map(|p| p.display().to_string()).unwrap_or_default();
             // SAFETY: the fd is a unix stream socket we own; ownership moves to the listener.
             let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(socket.into_raw_fd()) };
-            Ok(Self::Unix(
-                Registered::new(mio::net::UnixListener::from_std(std_listener))?,
-                path,
-            ))
+            Ok(Self::Unix(Registered::new(mio::net::UnixListener::from_std(std_listener))?, path))
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the socket is neither TCP nor a unix socket",
-            ))
+            Err(io::Error::new(io::ErrorKind::InvalidInput, "the socket is neither TCP nor a unix socket"))
         }
     }
 

@@ -176,6 +176,7 @@ pub(crate) struct ForwardedInfo {
 /// `None` for a unix socket (then only `*` trusts it, as in uvicorn). The two headers are
 /// independent: an invalid `X-Forwarded-Proto` does not stop `X-Forwarded-For` and vice
 /// versa. A field left `None` means "leave the scope as it is".
+#[cfg(test)]
 pub(crate) fn forwarded_info(
     trusted: &TrustedHosts,
     peer_host: Option<&str>,
@@ -189,10 +190,17 @@ pub(crate) fn forwarded_info(
     if !peer_trusted {
         return ForwardedInfo::default();
     }
-    ForwardedInfo {
-        scheme: forwarded_scheme(headers, is_websocket),
-        client: forwarded_client(trusted, headers),
-    }
+    forwarded_by_trusted_peer(trusted, headers, is_websocket)
+}
+
+/// What the proxy headers say, once the peer is known to be trusted (the caller checked it,
+/// e.g. with [`TrustedHosts::is_trusted_ip`], without formatting the peer address).
+pub(crate) fn forwarded_by_trusted_peer(
+    trusted: &TrustedHosts,
+    headers: &HeaderMap,
+    is_websocket: bool,
+) -> ForwardedInfo {
+    ForwardedInfo { scheme: forwarded_scheme(headers, is_websocket), client: forwarded_client(trusted, headers) }
 }
 
 /// Split a forwarded hop into host and port like uvicorn's `_parse_host_port` (0.45+).
@@ -425,10 +433,7 @@ mod tests {
     fn hm(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for &(name, value) in pairs {
-            h.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).unwrap());
         }
         h
     }
@@ -568,10 +573,7 @@ mod tests {
     #[test]
     fn no_headers_no_change() {
         assert_eq!(info("*", Some("1.1.1.1"), &[]), ForwardedInfo::default());
-        assert_eq!(
-            info("127.0.0.1", Some("127.0.0.1"), &[("x-other", b"1")]),
-            ForwardedInfo::default()
-        );
+        assert_eq!(info("127.0.0.1", Some("127.0.0.1"), &[("x-other", b"1")]), ForwardedInfo::default());
     }
 
     #[test]
@@ -701,10 +703,7 @@ mod tests {
     #[test]
     fn client_from_forwarded_for_walks_str_hops() {
         let t = th("127.0.0.1, 10.0.0.0/8");
-        assert_eq!(
-            t.client_from_forwarded_for(&["1.1.1.1", "2.2.2.2:5", "10.0.0.1"]),
-            "2.2.2.2:5"
-        );
+        assert_eq!(t.client_from_forwarded_for(&["1.1.1.1", "2.2.2.2:5", "10.0.0.1"]), "2.2.2.2:5");
         assert_eq!(t.client_from_forwarded_for(&["10.0.0.2", "127.0.0.1:1"]), "10.0.0.2");
         assert_eq!(t.client_from_forwarded_for(&[]), "");
         assert_eq!(th("*").client_from_forwarded_for(&["a", "b"]), "a");

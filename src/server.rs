@@ -14,6 +14,7 @@ use pyo3::types::PyDict;
 use slab::Slab;
 
 use crate::asgi::awaitable::Done;
+use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::service::AsgiService;
 use crate::net::{Accepted, ConnInfo, Listener, PeerAddr, backoff, is_connection_error};
 use crate::runtime::io::{Registered, Stream};
@@ -42,6 +43,8 @@ pub(crate) struct ServerState {
     pub(crate) error_logger: Py<PyAny>,
     /// Lifespan state, shallow-copied into each scope.
     pub(crate) lifespan_state: Py<PyDict>,
+    /// The scope dict copied for each request.
+    pub(crate) scope_template: ScopeTemplate,
     /// The shared already-done awaitable returned by `send()`.
     pub(crate) done: Py<Done>,
     /// `contextvars.Context`, when each request gets a fresh context.
@@ -79,10 +82,9 @@ impl ServerState {
     /// Log `message` with the traceback of `err` on `tricorn.error`.
     pub(crate) fn log_exception(&self, py: Python<'_>, message: &str, err: &PyErr) {
         let kwargs = PyDict::new(py);
-        let logged = kwargs.set_item(intern!(py, "exc_info"), err.value(py)).and_then(|()| {
-            self.error_logger
-                .call_method(py, intern!(py, "error"), (message,), Some(&kwargs))
-        });
+        let logged = kwargs
+            .set_item(intern!(py, "exc_info"), err.value(py))
+            .and_then(|()| self.error_logger.call_method(py, intern!(py, "error"), (message,), Some(&kwargs)));
         if let Err(err) = logged {
             err.write_unraisable(py, None);
         }
@@ -108,6 +110,7 @@ impl NativeServer {
     ) -> PyResult<Self> {
         let parsed = Settings::from_dict(settings)?;
         let reset_contextvars = parsed.reset_contextvars;
+        let scope_template = ScopeTemplate::new(py, &parsed.root_path)?;
         let runtime = runtime::current().map_err(|e| PyOSError::new_err(format!("cannot create the runtime: {e}")))?;
         let mut builder = http1::Builder::new();
         builder
@@ -129,13 +132,10 @@ impl NativeServer {
             access_logger: get("access_logger")?,
             error_logger: get("error_logger")?,
             lifespan_state: get("state")?.bind(py).cast::<PyDict>()?.clone().unbind(),
+            scope_template,
             done: Py::new(py, Done)?,
             fresh_context: if reset_contextvars {
-                Some(
-                    py.import(intern!(py, "contextvars"))?
-                        .getattr(intern!(py, "Context"))?
-                        .unbind(),
-                )
+                Some(py.import(intern!(py, "contextvars"))?.getattr(intern!(py, "Context"))?.unbind())
             } else {
                 None
             },
@@ -147,11 +147,7 @@ impl NativeServer {
             shutting_down: Cell::new(false),
             conns: RefCell::new(Slab::new()),
         };
-        Ok(Self {
-            runtime,
-            state: Rc::new(state),
-            accept_tasks: Vec::new(),
-        })
+        Ok(Self { runtime, state: Rc::new(state), accept_tasks: Vec::new() })
     }
 
     /// Adopt a bound, listening socket and start accepting on it.
@@ -179,13 +175,8 @@ impl NativeServer {
         for id in self.accept_tasks.drain(..) {
             self.runtime.executor.cancel(id);
         }
-        let wakers: Vec<Waker> = self
-            .state
-            .conns
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(|(_, slot)| slot.waker.take())
-            .collect();
+        let wakers: Vec<Waker> =
+            self.state.conns.borrow_mut().iter_mut().filter_map(|(_, slot)| slot.waker.take()).collect();
         for waker in wakers {
             waker.wake();
         }
@@ -194,29 +185,13 @@ impl NativeServer {
     /// Close every connection now and cancel the application tasks still running.
     fn abort(&mut self, py: Python<'_>) -> PyResult<()> {
         self.shutdown();
-        let tasks: Vec<usize> = self
-            .state
-            .conns
-            .borrow()
-            .iter()
-            .filter_map(|(_, slot)| slot.task)
-            .collect();
+        let tasks: Vec<usize> = self.state.conns.borrow().iter().filter_map(|(_, slot)| slot.task).collect();
         for id in tasks {
             self.runtime.executor.cancel(id);
         }
-        let app_tasks: Vec<Py<PyAny>> = self
-            .state
-            .app_tasks
-            .borrow()
-            .iter()
-            .map(|(_, t)| t.clone_ref(py))
-            .collect();
+        let app_tasks: Vec<Py<PyAny>> = self.state.app_tasks.borrow().iter().map(|(_, t)| t.clone_ref(py)).collect();
         for task in app_tasks {
-            task.call_method1(
-                py,
-                intern!(py, "cancel"),
-                ("Task cancelled, timeout graceful shutdown exceeded",),
-            )?;
+            task.call_method1(py, intern!(py, "cancel"), ("Task cancelled, timeout graceful shutdown exceeded",))?;
         }
         Ok(())
     }
@@ -245,17 +220,11 @@ async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
         match listener.accept().await {
             Ok(Accepted::Tcp(stream, peer, local)) => {
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo {
-                    server: PeerAddr::Ip(local),
-                    client: Some(peer),
-                };
+                let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer) };
                 start_connection(&state, stream, info);
             }
             Ok(Accepted::Unix(stream, path)) => {
-                let info = ConnInfo {
-                    server: PeerAddr::Unix(path),
-                    client: None,
-                };
+                let info = ConnInfo { server: PeerAddr::Unix(path), client: None };
                 start_connection(&state, stream, info);
             }
             Err(e) if is_connection_error(&e) => {}
@@ -278,10 +247,7 @@ where
             return;
         }
     };
-    let key = state.conns.borrow_mut().insert(ConnSlot {
-        task: None,
-        waker: None,
-    });
+    let key = state.conns.borrow_mut().insert(ConnSlot { task: None, waker: None });
     state.connections.set(state.connections.get() + 1);
     let task = runtime::spawn(serve_connection(state.clone(), stream, Rc::new(info), key));
     if let Some(slot) = state.conns.borrow_mut().get_mut(key) {
@@ -301,9 +267,7 @@ impl Drop for ConnGuard {
         if conns.contains(self.key) {
             conns.remove(self.key);
         }
-        self.state
-            .connections
-            .set(self.state.connections.get().saturating_sub(1));
+        self.state.connections.set(self.state.connections.get().saturating_sub(1));
     }
 }
 
@@ -313,15 +277,8 @@ async fn serve_connection<S: Stream + 'static>(
     info: Rc<ConnInfo>,
     key: usize,
 ) {
-    let guard = ConnGuard {
-        state: state.clone(),
-        key,
-    };
-    let service = AsgiService {
-        state: state.clone(),
-        conn: info,
-        scheme: "http",
-    };
+    let guard = ConnGuard { state: state.clone(), key };
+    let service = AsgiService { state: state.clone(), conn: info, scheme: "http", conn_scope: RefCell::default() };
     let mut conn = pin!(state.http1.serve_connection(stream, service));
     let mut shutdown_sent = false;
     let _ = poll_fn(|cx| {

@@ -34,8 +34,7 @@ pub(crate) struct Settings {
 }
 
 fn required<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-    dict.get_item(key)?
-        .ok_or_else(|| PyValueError::new_err(format!("missing setting {key:?}")))
+    dict.get_item(key)?.ok_or_else(|| PyValueError::new_err(format!("missing setting {key:?}")))
 }
 
 impl Settings {
@@ -53,9 +52,7 @@ impl Settings {
         }
         let timeout_keep_alive: f64 = required(dict, "timeout_keep_alive")?.extract()?;
         if !(timeout_keep_alive.is_finite() && timeout_keep_alive > 0.0) {
-            return Err(PyValueError::new_err(
-                "timeout_keep_alive must be a positive number of seconds",
-            ));
+            return Err(PyValueError::new_err("timeout_keep_alive must be a positive number of seconds"));
         }
         let allow: Vec<String> = required(dict, "forwarded_allow_ips")?.extract()?;
         Ok(Self {

@@ -99,12 +99,7 @@ impl AccessInfo {
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         };
-        Self {
-            client: client_label(origin),
-            method: parts.method.to_string(),
-            path,
-            version,
-        }
+        Self { client: client_label(origin), method: parts.method.to_string(), path, version }
     }
 }
 
@@ -126,13 +121,7 @@ impl Send {
         access: Option<AccessInfo>,
         task_key: usize,
     ) -> Self {
-        Self {
-            exchange,
-            state,
-            access,
-            task_key,
-            finished: false,
-        }
+        Self { exchange, state, access, task_key, finished: false }
     }
 
     fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -176,9 +165,7 @@ impl Send {
                 ),
             )?;
         }
-        self.exchange
-            .borrow_mut()
-            .start_response(ResponseHead { status, headers }, expected_length);
+        self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length);
         Ok(())
     }
 
@@ -220,12 +207,10 @@ impl Send {
         let outcome = self.exchange.borrow_mut().finish_app();
         match outcome {
             AppOutcome::NoResponse if returned => {
-                self.state
-                    .log_error(py, "ASGI callable returned without starting response.");
+                self.state.log_error(py, "ASGI callable returned without starting response.");
             }
             AppOutcome::Incomplete if returned => {
-                self.state
-                    .log_error(py, "ASGI callable returned without completing response.");
+                self.state.log_error(py, "ASGI callable returned without completing response.");
             }
             _ => {}
         }
@@ -236,9 +221,7 @@ impl Send {
 impl Send {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let kind = message.get_item(intern!(py, "type"))?;
-        let kind = kind
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
+        let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
         let kind = kind.to_str()?;
         let (stage, disconnected) = {
             let exchange = self.exchange.borrow();
@@ -304,9 +287,7 @@ fn header_bytes<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8
 }
 
 fn body_bytes(body: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    let bytes = body
-        .cast::<PyBytes>()
-        .map_err(|_| PyTypeError::new_err("ASGI 'body' must be bytes"))?;
+    let bytes = body.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("ASGI 'body' must be bytes"))?;
     let data = bytes.as_bytes();
     if data.len() <= COPY_LIMIT {
         return Ok(Bytes::copy_from_slice(data));

@@ -130,10 +130,7 @@ impl Exchange {
             if let Some(waker) = self.pump_waker.take() {
                 waker.wake();
             }
-            return Received::Body {
-                body,
-                more_body: !self.body_finished,
-            };
+            return Received::Body { body, more_body: !self.body_finished };
         }
         Received::Wait
     }
@@ -284,11 +281,7 @@ impl Exchange {
             self.body_waker = Some(cx.waker().clone());
             Poll::Pending
         };
-        let drained = if self.queued <= RESPONSE_HIGH_WATER {
-            self.send_waiter.take()
-        } else {
-            None
-        };
+        let drained = if self.queued <= RESPONSE_HIGH_WATER { self.send_waiter.take() } else { None };
         (poll, drained)
     }
 
@@ -307,10 +300,7 @@ impl Exchange {
     pub(crate) fn mark_disconnected(&mut self) -> Parked {
         self.disconnected = true;
         self.incoming = None;
-        Parked {
-            receive: self.receive_waiter.take(),
-            send: self.send_waiter.take(),
-        }
+        Parked { receive: self.receive_waiter.take(), send: self.send_waiter.take() }
     }
 
     /// The response body was fully written.

@@ -36,10 +36,7 @@ pub(crate) fn received(py: Python<'_>, received: &Received) -> Option<Py<PyAny>>
 /// Complete an asyncio future with `value` unless it is already done (cancelled by the app).
 pub(crate) fn resolve(py: Python<'_>, future: &Py<PyAny>, value: Py<PyAny>) {
     let future = future.bind(py);
-    let done = future
-        .call_method0(intern!(py, "done"))
-        .and_then(|d| d.is_truthy())
-        .unwrap_or(true);
+    let done = future.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()).unwrap_or(true);
     if !done && let Err(err) = future.call_method1(intern!(py, "set_result"), (value,)) {
         err.write_unraisable(py, Some(future));
     }

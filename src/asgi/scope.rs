@@ -1,7 +1,7 @@
 //! The ASGI HTTP connection scope (ASGI HTTP spec 2.3, "HTTP Connection Scope"), built the way
 //! uvicorn builds it so that applications see the same values.
 
-use std::borrow::Cow;
+use std::net::SocketAddr;
 
 use http::request::Parts;
 use percent_encoding::percent_decode;
@@ -11,60 +11,135 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::net::{ConnInfo, PeerAddr};
 
+/// Where the request comes from, after proxy headers were applied.
+pub(crate) enum Client {
+    /// The connection's peer.
+    Peer(SocketAddr),
+    /// A client named by a trusted proxy's `X-Forwarded-For`.
+    Forwarded(String, u16),
+    /// Unknown (a unix socket peer).
+    Unknown,
+}
+
 /// Client address and scheme after proxy headers were applied.
 pub(crate) struct Origin<'a> {
-    /// `(host, port)` of the client, if known.
-    pub(crate) client: Option<(Cow<'a, str>, u16)>,
-    /// `http` or `https`.
+    /// The client (scope `client`).
+    pub(crate) client: Client,
+    /// `http` or `https` (scope `scheme`).
     pub(crate) scheme: &'a str,
 }
 
-/// Build the scope dict of one request.
-pub(crate) fn build<'py>(
-    py: Python<'py>,
-    parts: &Parts,
-    conn: &ConnInfo,
-    origin: &Origin<'_>,
-    root_path: &str,
-    state: &Bound<'py, PyDict>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    let asgi = PyDict::new(py);
-    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
-    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.3"))?;
-    scope.set_item(intern!(py, "asgi"), asgi)?;
-    scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
-    scope.set_item(intern!(py, "server"), server_tuple(py, conn)?)?;
-    match &origin.client {
-        Some((host, port)) => scope.set_item(intern!(py, "client"), (host.as_ref(), *port))?,
-        None => scope.set_item(intern!(py, "client"), py.None())?,
-    }
-    let scheme = match origin.scheme {
-        "http" => intern!(py, "http").clone(),
-        "https" => intern!(py, "https").clone(),
-        other => PyString::new(py, other),
-    };
-    scope.set_item(intern!(py, "scheme"), scheme)?;
-    scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
-    scope.set_item(intern!(py, "root_path"), root_path)?;
+/// A scope dict with every key in place, copied for each request.
+///
+/// Copying a dict whose keys are already laid out skips the growth and re-hashing a new dict
+/// goes through as 13 keys are added one by one; only the values that vary are then replaced.
+pub(crate) struct ScopeTemplate {
+    scope: Py<PyDict>,
+    asgi: Py<PyDict>,
+    root_path: String,
+}
 
-    // uvicorn: path = root_path + unquote(raw path), raw_path = root_path + raw path.
-    let raw_path = parts.uri.path().as_bytes();
-    let decoded = percent_decode(raw_path).decode_utf8_lossy();
-    if root_path.is_empty() {
-        scope.set_item(intern!(py, "path"), decoded.as_ref())?;
-        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
-    } else {
-        scope.set_item(intern!(py, "path"), [root_path, decoded.as_ref()].concat())?;
-        let full_raw = [root_path.as_bytes(), raw_path].concat();
-        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full_raw))?;
+impl ScopeTemplate {
+    /// The template for a server with this `root_path`.
+    pub(crate) fn new(py: Python<'_>, root_path: &str) -> PyResult<Self> {
+        let asgi = PyDict::new(py);
+        asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+        asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.3"))?;
+        let scope = PyDict::new(py);
+        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        scope.set_item(intern!(py, "asgi"), py.None())?;
+        scope.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+        scope.set_item(intern!(py, "server"), py.None())?;
+        scope.set_item(intern!(py, "client"), py.None())?;
+        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        scope.set_item(intern!(py, "method"), intern!(py, "GET"))?;
+        scope.set_item(intern!(py, "root_path"), root_path)?;
+        scope.set_item(intern!(py, "path"), intern!(py, ""))?;
+        scope.set_item(intern!(py, "raw_path"), py.None())?;
+        scope.set_item(intern!(py, "query_string"), py.None())?;
+        scope.set_item(intern!(py, "headers"), py.None())?;
+        scope.set_item(intern!(py, "state"), py.None())?;
+        Ok(Self { scope: scope.unbind(), asgi: asgi.unbind(), root_path: root_path.to_owned() })
     }
-    let query = parts.uri.query().unwrap_or("");
-    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
-    scope.set_item(intern!(py, "headers"), headers(py, &parts.headers)?)?;
-    scope.set_item(intern!(py, "state"), state.copy()?)?;
-    Ok(scope)
+
+    /// Build the scope dict of one request.
+    pub(crate) fn build<'py>(
+        &self,
+        py: Python<'py>,
+        conn_scope: &mut ConnScope,
+        parts: &Parts,
+        conn: &ConnInfo,
+        origin: &Origin<'_>,
+        state: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let scope = self.scope.bind(py).copy()?;
+        scope.set_item(intern!(py, "asgi"), self.asgi.bind(py).copy()?)?;
+        if parts.version != http::Version::HTTP_11 {
+            scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
+        }
+        scope.set_item(intern!(py, "server"), conn_scope.server(py, conn)?)?;
+        scope.set_item(intern!(py, "client"), conn_scope.client(py, origin)?)?;
+        match origin.scheme {
+            "http" => {}
+            "https" => scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?,
+            other => scope.set_item(intern!(py, "scheme"), PyString::new(py, other))?,
+        }
+        if parts.method != http::Method::GET {
+            scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
+        }
+        // uvicorn: path = root_path + unquote(raw path), raw_path = root_path + raw path.
+        let raw_path = parts.uri.path().as_bytes();
+        let decoded = percent_decode(raw_path).decode_utf8_lossy();
+        if self.root_path.is_empty() {
+            scope.set_item(intern!(py, "path"), decoded.as_ref())?;
+            scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
+        } else {
+            scope.set_item(intern!(py, "path"), [self.root_path.as_str(), decoded.as_ref()].concat())?;
+            let full_raw = [self.root_path.as_bytes(), raw_path].concat();
+            scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full_raw))?;
+        }
+        let query = parts.uri.query().unwrap_or("");
+        scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
+        scope.set_item(intern!(py, "headers"), headers(py, &parts.headers)?)?;
+        scope.set_item(intern!(py, "state"), state.copy()?)?;
+        Ok(scope)
+    }
+}
+
+/// Per-connection values of the scope, made once per connection.
+#[derive(Default)]
+pub(crate) struct ConnScope {
+    server: Option<Py<PyAny>>,
+    client: Option<Py<PyAny>>,
+}
+
+impl ConnScope {
+    fn server<'py>(&mut self, py: Python<'py>, conn: &ConnInfo) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(server) = &self.server {
+            return Ok(server.bind(py).clone());
+        }
+        let server = match &conn.server {
+            PeerAddr::Ip(addr) => (addr.ip().to_string(), addr.port()).into_pyobject(py)?.into_any(),
+            PeerAddr::Unix(path) => (path.as_str(), py.None()).into_pyobject(py)?.into_any(),
+        };
+        self.server = Some(server.clone().unbind());
+        Ok(server)
+    }
+
+    fn client<'py>(&mut self, py: Python<'py>, origin: &Origin<'_>) -> PyResult<Bound<'py, PyAny>> {
+        match &origin.client {
+            Client::Peer(addr) => {
+                if let Some(client) = &self.client {
+                    return Ok(client.bind(py).clone());
+                }
+                let client = (addr.ip().to_string(), addr.port()).into_pyobject(py)?.into_any();
+                self.client = Some(client.clone().unbind());
+                Ok(client)
+            }
+            Client::Forwarded(host, port) => Ok((host.as_str(), *port).into_pyobject(py)?.into_any()),
+            Client::Unknown => Ok(py.None().into_bound(py)),
+        }
+    }
 }
 
 fn http_version(py: Python<'_>, version: http::Version) -> &Bound<'_, PyString> {
@@ -89,24 +164,11 @@ fn method<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
     }
 }
 
-fn server_tuple<'py>(py: Python<'py>, conn: &ConnInfo) -> PyResult<Bound<'py, PyTuple>> {
-    match &conn.server {
-        PeerAddr::Ip(addr) => (addr.ip().to_string(), addr.port()).into_pyobject(py),
-        PeerAddr::Unix(path) => (path.as_str(), py.None()).into_pyobject(py),
-    }
-}
-
 /// Request headers as a list of `(name, value)` byte pairs; names arrive lowercased from hyper.
 fn headers<'py>(py: Python<'py>, headers: &http::HeaderMap) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for (name, value) in headers {
-        let pair = PyTuple::new(
-            py,
-            [
-                PyBytes::new(py, name.as_str().as_bytes()),
-                PyBytes::new(py, value.as_bytes()),
-            ],
-        )?;
+        let pair = PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?;
         list.append(pair)?;
     }
     Ok(list)
@@ -115,7 +177,8 @@ fn headers<'py>(py: Python<'py>, headers: &http::HeaderMap) -> PyResult<Bound<'p
 /// `host:port` of the client as uvicorn's access log shows it (empty when unknown).
 pub(crate) fn client_label(origin: &Origin<'_>) -> String {
     match &origin.client {
-        Some((host, port)) => format!("{host}:{port}"),
-        None => String::new(),
+        Client::Peer(addr) => format!("{}:{}", addr.ip(), addr.port()),
+        Client::Forwarded(host, port) => format!("{host}:{port}"),
+        Client::Unknown => String::new(),
     }
 }

@@ -1,7 +1,7 @@
 //! The hyper side of an exchange: the service that starts the application for each request,
 //! the future that yields the response head, and the body that streams what `send()` queued.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use pyo3::prelude::*;
 
 use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
+use super::scope::ConnScope;
 use super::{app, messages};
 use crate::net::ConnInfo;
 use crate::server::ServerState;
@@ -25,6 +26,8 @@ pub(crate) struct AsgiService {
     pub(crate) conn: Rc<ConnInfo>,
     /// Scheme of the connection before proxy headers (`http` or `https`).
     pub(crate) scheme: &'static str,
+    /// Scope values that stay the same for every request of the connection.
+    pub(crate) conn_scope: RefCell<ConnScope>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for AsgiService {
@@ -62,13 +65,12 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
         }
         let (parts, body) = request.into_parts();
         let exchange = Exchange::new(body, state.settings.limit_request_body);
-        let started = Python::attach(|py| app::start(py, state, &self.conn, self.scheme, &parts, &exchange));
+        let started = Python::attach(|py| {
+            let mut conn_scope = self.conn_scope.borrow_mut();
+            app::start(py, state, &self.conn, &mut conn_scope, self.scheme, &parts, &exchange)
+        });
         match started {
-            Ok(()) => ResponseFuture::App {
-                exchange,
-                state: state.clone(),
-                done: Cell::new(false),
-            },
+            Ok(()) => ResponseFuture::App { exchange, state: state.clone(), done: Cell::new(false) },
             Err(err) => {
                 Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
                 ResponseFuture::Simple(Some(simple_response(
@@ -99,11 +101,7 @@ pub(crate) enum ResponseFuture {
     /// A response the server made itself.
     Simple(Option<Response<ResponseBody>>),
     /// Waiting for the application.
-    App {
-        exchange: ExchangeRef,
-        state: Rc<ServerState>,
-        done: Cell<bool>,
-    },
+    App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
 }
 
 impl Future for ResponseFuture {
@@ -193,10 +191,9 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Stream(exchange, _) => exchange
-                .borrow()
-                .known_length()
-                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Self::Stream(exchange, _) => {
+                exchange.borrow().known_length().map_or_else(SizeHint::default, SizeHint::with_exact)
+            }
         }
     }
 }

@@ -78,11 +78,7 @@ impl Executor {
         Self {
             tasks: RefCell::new(Slab::new()),
             queue: Arc::new(ReadyQueue {
-                state: Mutex::new(QueueState {
-                    ids: Vec::new(),
-                    draining: false,
-                    signaled: false,
-                }),
+                state: Mutex::new(QueueState { ids: Vec::new(), draining: false, signaled: false }),
                 eventfd,
             }),
         }
@@ -93,15 +89,8 @@ impl Executor {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let id = entry.key();
-        let waker = Arc::new(TaskWaker {
-            id,
-            queued: AtomicBool::new(false),
-            queue: self.queue.clone(),
-        });
-        entry.insert(Task {
-            future: Some(future),
-            waker: waker.clone(),
-        });
+        let waker = Arc::new(TaskWaker { id, queued: AtomicBool::new(false), queue: self.queue.clone() });
+        entry.insert(Task { future: Some(future), waker: waker.clone() });
         drop(tasks);
         waker.wake_by_ref();
         id
@@ -113,11 +102,7 @@ impl Executor {
         // `poll_task` drop the future when the poll returns.
         let future = {
             let mut tasks = self.tasks.borrow_mut();
-            if tasks.contains(id) {
-                tasks.remove(id).future
-            } else {
-                None
-            }
+            if tasks.contains(id) { tasks.remove(id).future } else { None }
         };
         // Dropped outside the borrow: the future's destructor may spawn or cancel tasks.
         drop(future);

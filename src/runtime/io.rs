@@ -116,11 +116,7 @@ impl<S: Stream> hyper::rt::Read for Registered<S> {
             let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
             let n = match self.poll_read_with(cx, |io| {
                 let n = libc::read(io.as_raw_fd(), ptr, len);
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n.cast_unsigned())
-                }
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
             }) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -203,11 +203,7 @@ mod tests {
         rt.drive().unwrap();
         let remote = waker.take().expect("task parked its waker");
         std::thread::spawn(move || remote.wake()).join().unwrap();
-        let mut fds = libc::pollfd {
-            fd: rt.fileno(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut fds = libc::pollfd { fd: rt.fileno(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, a bounded timeout.
         let ready = unsafe { libc::poll(&mut fds, 1, 1000) };
         assert_eq!(ready, 1, "the epoll fd must be readable after a remote wake-up");
@@ -226,17 +222,9 @@ mod tests {
             at.set(Some(Instant::now()));
         });
         rt.drive().unwrap();
-        let mut fds = libc::pollfd {
-            fd: rt.fileno(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut fds = libc::pollfd { fd: rt.fileno(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, a bounded timeout.
-        assert_eq!(
-            unsafe { libc::poll(&mut fds, 1, 2000) },
-            1,
-            "the timerfd must wake the loop"
-        );
+        assert_eq!(unsafe { libc::poll(&mut fds, 1, 2000) }, 1, "the timerfd must wake the loop");
         drive_until(|| woke.get().is_some(), Duration::from_secs(2));
         let elapsed = woke.get().expect("sleep completed") - start;
         assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");

@@ -85,20 +85,14 @@ pub(crate) struct Reactor {
 
 impl Reactor {
     pub(crate) fn new(registry: Registry) -> Self {
-        Self {
-            registry,
-            slots: RefCell::new(Slab::new()),
-        }
+        Self { registry, slots: RefCell::new(Slab::new()) }
     }
 
     /// Register `source` for read and write readiness.
     pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoSlot>)> {
         let slot = Rc::new(IoSlot::default());
         let token = Token(self.slots.borrow_mut().insert(slot.clone()));
-        if let Err(e) = self
-            .registry
-            .register(source, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.registry.register(source, token, Interest::READABLE | Interest::WRITABLE) {
             self.slots.borrow_mut().remove(token.0);
             return Err(e);
         }

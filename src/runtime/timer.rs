@@ -39,12 +39,7 @@ impl Timers {
         // SAFETY: `raw` is a freshly created fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)?;
-        Ok(Self {
-            fd,
-            pending: RefCell::new(BTreeMap::new()),
-            next_seq: Cell::new(0),
-            armed: Cell::new(None),
-        })
+        Ok(Self { fd, pending: RefCell::new(BTreeMap::new()), next_seq: Cell::new(0), armed: Cell::new(None) })
     }
 
     fn insert(&self, deadline: Instant, waker: Waker) -> Key {
@@ -111,9 +106,7 @@ impl Timers {
 
     fn arm(&self, deadline: Instant) {
         // A zero it_value disarms a timerfd: wait at least one nanosecond.
-        let delay = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_nanos(1));
+        let delay = deadline.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
