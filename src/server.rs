@@ -16,6 +16,7 @@ use slab::Slab;
 use crate::asgi::awaitable::Done;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::service::AsgiService;
+use crate::asgi::task::TaskSpawner;
 use crate::net::{Accepted, ConnInfo, Listener, PeerAddr, backoff, is_connection_error};
 use crate::runtime::io::{Registered, Stream};
 use crate::runtime::timer::HyperTimer;
@@ -35,8 +36,8 @@ pub(crate) struct ServerState {
     pub(crate) settings: Settings,
     /// `app_runner(scope, receive, send) -> coroutine`, the Python-side task body.
     pub(crate) app_runner: Py<PyAny>,
-    /// `loop.create_task`
-    pub(crate) create_task: Py<PyAny>,
+    /// Creates the task of each request.
+    pub(crate) task_spawner: TaskSpawner,
     /// `loop.create_future`
     pub(crate) create_future: Py<PyAny>,
     pub(crate) access_logger: Py<PyAny>,
@@ -127,7 +128,7 @@ impl NativeServer {
         let state = ServerState {
             settings: parsed,
             app_runner,
-            create_task: event_loop.getattr(intern!(py, "create_task"))?.unbind(),
+            task_spawner: TaskSpawner::new(py, event_loop)?,
             create_future: event_loop.getattr(intern!(py, "create_future"))?.unbind(),
             access_logger: get("access_logger")?,
             error_logger: get("error_logger")?,

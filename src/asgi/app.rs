@@ -3,9 +3,7 @@
 use std::rc::Rc;
 
 use http::request::Parts;
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
@@ -48,13 +46,9 @@ pub(crate) fn start(
     let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
         state.app_tasks.borrow_mut().remove(task_key);
     })?;
-    let task = state.app_runner.call1(py, (scope, receive, send)).and_then(|coroutine| match &state.fresh_context {
-        Some(context) => {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "context"), context.call0(py)?)?;
-            state.create_task.call(py, (coroutine,), Some(&kwargs))
-        }
-        None => state.create_task.call1(py, (coroutine,)),
+    let task = state.app_runner.call1(py, (scope, receive, send)).and_then(|coroutine| {
+        let context = state.fresh_context.as_ref().map(|context| context.bind(py).call0()).transpose()?;
+        state.task_spawner.spawn(py, coroutine, context)
     });
     match task {
         Ok(task) => {

@@ -7,3 +7,4 @@ pub(crate) mod exchange;
 pub(crate) mod messages;
 pub(crate) mod scope;
 pub(crate) mod service;
+pub(crate) mod task;

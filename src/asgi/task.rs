@@ -1,0 +1,55 @@
+//! Creating the asyncio task that runs the application for one request.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// Name given to request tasks (instead of asyncio's formatted `Task-N`).
+const TASK_NAME: &str = "tricorn.request";
+
+/// How request tasks are created.
+pub(crate) enum TaskSpawner {
+    /// No task factory on the loop: `asyncio.Task(coro, loop=loop, name=...)` directly, which
+    /// skips the loop's `create_task` wrapper and the formatting of a `Task-N` name.
+    Direct { task_type: Py<PyAny>, kwargs: Py<PyDict> },
+    /// The loop has a task factory (an eager task factory, a monitoring tool): honour it.
+    Factory { create_task: Py<PyAny> },
+}
+
+impl TaskSpawner {
+    /// The spawner for `event_loop`, chosen once at start-up.
+    pub(crate) fn new(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if event_loop.call_method0(intern!(py, "get_task_factory"))?.is_none() {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item(intern!(py, "loop"), event_loop)?;
+            kwargs.set_item(intern!(py, "name"), TASK_NAME)?;
+            let task_type = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "Task"))?;
+            Ok(Self::Direct { task_type: task_type.unbind(), kwargs: kwargs.unbind() })
+        } else {
+            Ok(Self::Factory { create_task: event_loop.getattr(intern!(py, "create_task"))?.unbind() })
+        }
+    }
+
+    /// Start `coroutine` as a task, in `context` if given (else in a copy of the current one).
+    pub(crate) fn spawn(
+        &self,
+        py: Python<'_>,
+        coroutine: Py<PyAny>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match (self, context) {
+            (Self::Direct { task_type, kwargs }, None) => task_type.call(py, (coroutine,), Some(kwargs.bind(py))),
+            (Self::Direct { task_type, kwargs }, Some(context)) => {
+                let kwargs = kwargs.bind(py).copy()?;
+                kwargs.set_item(intern!(py, "context"), context)?;
+                task_type.call(py, (coroutine,), Some(&kwargs))
+            }
+            (Self::Factory { create_task }, None) => create_task.call1(py, (coroutine,)),
+            (Self::Factory { create_task }, Some(context)) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), context)?;
+                create_task.call(py, (coroutine,), Some(&kwargs))
+            }
+        }
+    }
+}
