@@ -3,11 +3,13 @@
 //! this crate holds the network layer and the ASGI bridge. See `docs/architecture.md`.
 
 mod asgi;
+mod connection;
 mod net;
 mod proxy_headers;
 mod runtime;
 mod server;
 mod settings;
+mod tls;
 
 use pyo3::prelude::*;
 
@@ -19,7 +21,7 @@ mod _tricorn {
     #[pymodule_export]
     use crate::asgi::channels::{Receive, Send};
     #[pymodule_export]
-    use crate::server::NativeServer;
+    use crate::server::{ConfigError, NativeServer};
 
     use pyo3::prelude::*;
 

@@ -31,6 +31,19 @@ pub(crate) struct ConnInfo {
     pub(crate) server: PeerAddr,
     /// The remote end; `None` for unix sockets (scope `client`).
     pub(crate) client: Option<SocketAddr>,
+    /// What the TLS handshake settled, for TLS connections.
+    pub(crate) tls: Option<TlsInfo>,
+}
+
+/// The TLS session of a connection (ASGI TLS extension).
+#[derive(Debug)]
+pub(crate) struct TlsInfo {
+    /// Protocol version, as on the wire (`0x0304` for TLS 1.3).
+    pub(crate) version: Option<u16>,
+    /// Cipher suite, as on the wire.
+    pub(crate) cipher_suite: Option<u16>,
+    /// The client's certificate chain (DER), leaf first; empty without a client certificate.
+    pub(crate) client_chain: Vec<Vec<u8>>,
 }
 
 /// A listening socket of either family.

@@ -1,12 +1,9 @@
 //! The server object Python drives: listeners, connections, counters and shutdown.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
-use std::pin::pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
-use hyper::server::conn::http1;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -15,13 +12,20 @@ use slab::Slab;
 
 use crate::asgi::awaitable::Done;
 use crate::asgi::scope::ScopeTemplate;
-use crate::asgi::service::AsgiService;
 use crate::asgi::task::TaskSpawner;
+use crate::connection::{self, Protocols};
 use crate::net::{Accepted, ConnInfo, Listener, PeerAddr, backoff, is_connection_error};
 use crate::runtime::io::{Registered, Stream};
-use crate::runtime::timer::HyperTimer;
 use crate::runtime::{self, Runtime};
 use crate::settings::Settings;
+use crate::tls;
+
+pyo3::create_exception!(
+    _tricorn,
+    ConfigError,
+    pyo3::exceptions::PyValueError,
+    "A setting the server cannot work with (a TLS file, a key that does not fit): one line for the user."
+);
 
 /// One open connection, as the server tracks it for shutdown.
 struct ConnSlot {
@@ -52,7 +56,8 @@ pub(crate) struct ServerState {
     pub(crate) fresh_context: Option<Py<PyAny>>,
     /// The asyncio tasks running the application, to cancel them on abort.
     pub(crate) app_tasks: RefCell<Slab<Py<PyAny>>>,
-    http1: http1::Builder,
+    /// TLS and HTTP versions, shared by every connection.
+    pub(crate) protocols: Protocols,
     /// Open connections.
     pub(crate) connections: Cell<usize>,
     /// Application tasks still running.
@@ -64,6 +69,31 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
+    /// Whether a graceful shutdown started.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Remember the waker of a connection task, to wake it when shutdown starts.
+    pub(crate) fn park_connection(&self, key: usize, waker: &Waker) {
+        if let Some(slot) = self.conns.borrow_mut().get_mut(key) {
+            match &slot.waker {
+                Some(parked) if parked.will_wake(waker) => {}
+                _ => slot.waker = Some(waker.clone()),
+            }
+        }
+    }
+
+    /// A connection closed.
+    pub(crate) fn forget_connection(&self, key: usize) {
+        let mut conns = self.conns.borrow_mut();
+        if conns.contains(key) {
+            conns.remove(key);
+        }
+        drop(conns);
+        self.connections.set(self.connections.get().saturating_sub(1));
+    }
+
     /// Log `message` at error level on `tricorn.error`.
     pub(crate) fn log_error(&self, py: Python<'_>, message: &str) {
         if let Err(err) = self.error_logger.call_method1(py, intern!(py, "error"), (message,)) {
@@ -111,14 +141,17 @@ impl NativeServer {
     ) -> PyResult<Self> {
         let parsed = Settings::from_dict(settings)?;
         let reset_contextvars = parsed.reset_contextvars;
-        let scope_template = ScopeTemplate::new(py, &parsed.root_path)?;
         let runtime = runtime::current().map_err(|e| PyOSError::new_err(format!("cannot create the runtime: {e}")))?;
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(HyperTimer)
-            .header_read_timeout(parsed.timeout_keep_alive)
-            .auto_date_header(parsed.date_header)
-            .keep_alive(true);
+        let (tls, server_cert) = match &parsed.tls {
+            Some(options) => {
+                let (config, leaf) = tls::server_config(options, Protocols::alpn(parsed.http))
+                    .map_err(|e| ConfigError::new_err(e.to_string()))?;
+                (Some(config), Some(leaf))
+            }
+            None => (None, None),
+        };
+        let scope_template = ScopeTemplate::new(py, &parsed.root_path, server_cert.as_deref())?;
+        let protocols = Protocols::new(&parsed, tls);
         let get = |key: &str| -> PyResult<Py<PyAny>> {
             settings
                 .get_item(key)?
@@ -141,7 +174,7 @@ impl NativeServer {
                 None
             },
             app_tasks: RefCell::new(Slab::new()),
-            http1: builder,
+            protocols,
             connections: Cell::new(0),
             tasks: Cell::new(0),
             total_requests: Cell::new(0),
@@ -221,11 +254,11 @@ async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
         match listener.accept().await {
             Ok(Accepted::Tcp(stream, peer, local)) => {
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer) };
+                let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer), tls: None };
                 start_connection(&state, stream, info);
             }
             Ok(Accepted::Unix(stream, path)) => {
-                let info = ConnInfo { server: PeerAddr::Unix(path), client: None };
+                let info = ConnInfo { server: PeerAddr::Unix(path), client: None, tls: None };
                 start_connection(&state, stream, info);
             }
             Err(e) if is_connection_error(&e) => {}
@@ -250,55 +283,8 @@ where
     };
     let key = state.conns.borrow_mut().insert(ConnSlot { task: None, waker: None });
     state.connections.set(state.connections.get() + 1);
-    let task = runtime::spawn(serve_connection(state.clone(), stream, Rc::new(info), key));
+    let task = runtime::spawn(connection::serve(state.clone(), stream, info, key));
     if let Some(slot) = state.conns.borrow_mut().get_mut(key) {
         slot.task = Some(task);
     }
-}
-
-/// Forgets the connection when its task ends or is cancelled.
-struct ConnGuard {
-    state: Rc<ServerState>,
-    key: usize,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let mut conns = self.state.conns.borrow_mut();
-        if conns.contains(self.key) {
-            conns.remove(self.key);
-        }
-        self.state.connections.set(self.state.connections.get().saturating_sub(1));
-    }
-}
-
-async fn serve_connection<S: Stream + 'static>(
-    state: Rc<ServerState>,
-    stream: Registered<S>,
-    info: Rc<ConnInfo>,
-    key: usize,
-) {
-    let guard = ConnGuard { state: state.clone(), key };
-    let service = AsgiService { state: state.clone(), conn: info, scheme: "http", conn_scope: RefCell::default() };
-    let mut conn = pin!(state.http1.serve_connection(stream, service));
-    let mut shutdown_sent = false;
-    let _ = poll_fn(|cx| {
-        if !shutdown_sent {
-            if state.shutting_down.get() {
-                conn.as_mut().graceful_shutdown();
-                shutdown_sent = true;
-            } else if let Some(slot) = state.conns.borrow_mut().get_mut(guard.key) {
-                match &slot.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => slot.waker = Some(cx.waker().clone()),
-                }
-            }
-        }
-        match conn.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    drop(guard);
 }

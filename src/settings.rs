@@ -8,6 +8,45 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyDictMethods};
 
 use crate::proxy_headers::TrustedHosts;
+use crate::tls::TlsOptions;
+
+/// Which HTTP versions the server speaks (`--http`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpVersions {
+    /// HTTP/1.1 and HTTP/2 (ALPN over TLS, the preface on cleartext).
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+}
+
+/// HTTP/2 knobs (RFC 9113 §6.5.2 settings and hyper's limits).
+#[derive(Clone, Debug)]
+pub(crate) struct Http2Settings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub(crate) max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE (per stream).
+    pub(crate) initial_stream_window_size: u32,
+    /// The connection's receive window.
+    pub(crate) initial_connection_window_size: u32,
+    /// Grow windows from measured bandwidth-delay (overrides the two windows).
+    pub(crate) adaptive_window: bool,
+    /// SETTINGS_MAX_FRAME_SIZE.
+    pub(crate) max_frame_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: larger header blocks are refused (CONTINUATION floods).
+    pub(crate) max_header_list_size: u32,
+    /// Bytes buffered per stream before the app's `send()` waits.
+    pub(crate) max_send_buf_size: usize,
+    /// Streams reset by the client before the app saw them, tolerated at once (rapid reset).
+    pub(crate) max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset for protocol errors before closing the connection.
+    pub(crate) max_local_error_reset_streams: usize,
+    /// Send a PING this often on an idle connection.
+    pub(crate) keep_alive_interval: Option<Duration>,
+    /// Close the connection if a PING is not answered within this.
+    pub(crate) keep_alive_timeout: Duration,
+}
 
 /// Everything the network side needs to know about the configuration.
 pub(crate) struct Settings {
@@ -31,6 +70,12 @@ pub(crate) struct Settings {
     pub(crate) limit_request_body: Option<u64>,
     /// Run each request in a fresh `contextvars.Context()` instead of a copy of the server's.
     pub(crate) reset_contextvars: bool,
+    /// HTTP versions spoken.
+    pub(crate) http: HttpVersions,
+    /// HTTP/2 knobs.
+    pub(crate) http2: Http2Settings,
+    /// TLS, when a certificate is configured.
+    pub(crate) tls: Option<TlsOptions>,
 }
 
 fn required<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -50,22 +95,72 @@ impl Settings {
                 .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))?;
             default_headers.push((name, value));
         }
-        let timeout_keep_alive: f64 = required(dict, "timeout_keep_alive")?.extract()?;
-        if !(timeout_keep_alive.is_finite() && timeout_keep_alive > 0.0) {
-            return Err(PyValueError::new_err("timeout_keep_alive must be a positive number of seconds"));
-        }
+        let timeout_keep_alive = seconds(required(dict, "timeout_keep_alive")?.extract()?, "timeout_keep_alive")?;
         let allow: Vec<String> = required(dict, "forwarded_allow_ips")?.extract()?;
         Ok(Self {
             root_path: required(dict, "root_path")?.extract()?,
             default_headers,
             date_header: required(dict, "date_header")?.extract()?,
-            timeout_keep_alive: Duration::from_secs_f64(timeout_keep_alive),
+            timeout_keep_alive,
             limit_concurrency: required(dict, "limit_concurrency")?.extract()?,
             access_log: required(dict, "access_log")?.extract()?,
             proxy_headers: required(dict, "proxy_headers")?.extract()?,
             trusted_hosts: TrustedHosts::parse(&allow),
             limit_request_body: required(dict, "limit_request_body")?.extract()?,
             reset_contextvars: required(dict, "reset_contextvars")?.extract()?,
+            http: http_versions(&required(dict, "http")?.extract::<String>()?)?,
+            http2: http2_settings(&required(dict, "http2")?.cast_into::<PyDict>()?)?,
+            tls: tls_options(&required(dict, "tls")?)?,
         })
     }
+}
+
+fn http_versions(value: &str) -> PyResult<HttpVersions> {
+    match value {
+        "auto" => Ok(HttpVersions::Auto),
+        "h1" => Ok(HttpVersions::Http1),
+        "h2" => Ok(HttpVersions::Http2),
+        other => Err(PyValueError::new_err(format!("http must be auto, h1 or h2, not {other:?}"))),
+    }
+}
+
+fn seconds(value: f64, name: &str) -> PyResult<Duration> {
+    if value.is_finite() && value > 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(PyValueError::new_err(format!("{name} must be a positive number of seconds")))
+    }
+}
+
+fn http2_settings(dict: &Bound<'_, PyDict>) -> PyResult<Http2Settings> {
+    let interval: Option<f64> = required(dict, "keep_alive_interval")?.extract()?;
+    Ok(Http2Settings {
+        max_concurrent_streams: required(dict, "max_concurrent_streams")?.extract()?,
+        initial_stream_window_size: required(dict, "initial_stream_window_size")?.extract()?,
+        initial_connection_window_size: required(dict, "initial_connection_window_size")?.extract()?,
+        adaptive_window: required(dict, "adaptive_window")?.extract()?,
+        max_frame_size: required(dict, "max_frame_size")?.extract()?,
+        max_header_list_size: required(dict, "max_header_list_size")?.extract()?,
+        max_send_buf_size: required(dict, "max_send_buf_size")?.extract()?,
+        max_pending_accept_reset_streams: required(dict, "max_pending_accept_reset_streams")?.extract()?,
+        max_local_error_reset_streams: required(dict, "max_local_error_reset_streams")?.extract()?,
+        keep_alive_interval: interval.map(|i| seconds(i, "http2 keep_alive_interval")).transpose()?,
+        keep_alive_timeout: seconds(required(dict, "keep_alive_timeout")?.extract()?, "http2 keep_alive_timeout")?,
+    })
+}
+
+fn tls_options(value: &Bound<'_, PyAny>) -> PyResult<Option<TlsOptions>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let dict = value.cast::<PyDict>()?;
+    Ok(Some(TlsOptions {
+        certfile: required(dict, "certfile")?.extract()?,
+        keyfile: required(dict, "keyfile")?.extract()?,
+        password: required(dict, "password")?.extract()?,
+        ca_certs: required(dict, "ca_certs")?.extract()?,
+        cert_reqs: required(dict, "cert_reqs")?.extract()?,
+        version: required(dict, "version")?.extract()?,
+        ciphers: required(dict, "ciphers")?.extract()?,
+    }))
 }

@@ -22,7 +22,7 @@ from tricorn.logging import LOG_LEVELS, LOGGING_CONFIG, configure_logging
 from tricorn.loops import LOOP_FACTORIES, LoopFactory
 from tricorn.sockets import create_socket, log_started_message
 
-HTTPProtocolType = Literal["auto", "h11", "httptools"]
+HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools"]
 WSProtocolType = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
 LifespanType = Literal["auto", "on", "off"]
 LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop"]
@@ -109,6 +109,17 @@ class Config:
         reset_contextvars: bool = False,
         http2: bool = False,
         http3: bool = False,
+        http2_max_concurrent_streams: int = 200,
+        http2_initial_stream_window_size: int = 1024 * 1024,
+        http2_initial_connection_window_size: int = 1024 * 1024,
+        http2_adaptive_window: bool = False,
+        http2_max_frame_size: int = 16384,
+        http2_max_header_list_size: int = 65536,
+        http2_max_send_buffer_size: int = 400 * 1024,
+        http2_max_pending_reset_streams: int = 20,
+        http2_max_local_error_reset_streams: int = 1024,
+        http2_keep_alive_interval: float | None = None,
+        http2_keep_alive_timeout: float = 20.0,
     ) -> None:
         self.app = app
         self.host = host
@@ -160,6 +171,19 @@ class Config:
         self.reset_contextvars = reset_contextvars
         self.http2 = http2
         self.http3 = http3
+        self.http2_settings: dict[str, Any] = {
+            "max_concurrent_streams": http2_max_concurrent_streams,
+            "initial_stream_window_size": http2_initial_stream_window_size,
+            "initial_connection_window_size": http2_initial_connection_window_size,
+            "adaptive_window": http2_adaptive_window,
+            "max_frame_size": http2_max_frame_size,
+            "max_header_list_size": http2_max_header_list_size,
+            "max_send_buf_size": http2_max_send_buffer_size,
+            "max_pending_accept_reset_streams": http2_max_pending_reset_streams,
+            "max_local_error_reset_streams": http2_max_local_error_reset_streams,
+            "keep_alive_interval": http2_keep_alive_interval,
+            "keep_alive_timeout": http2_keep_alive_timeout,
+        }
         self.reload_dirs: list[Path] = [Path(path) for path in _normalize_dirs(reload_dirs)]
         self.reload_includes: list[str] = _normalize_dirs(reload_includes)
         self.reload_excludes: list[str] = _normalize_dirs(reload_excludes)
@@ -233,10 +257,17 @@ class Config:
         """Import and wrap the app, encode the default headers and pick the lifespan class. Runs once."""
         assert not self.loaded
 
-        if self.ssl_certfile or self.ssl_context_factory:
-            logger.error("TLS is not supported yet: remove the --ssl-* options to serve plain HTTP.")
+        if self.ssl_context_factory is not None:
+            logger.error(
+                "ssl_context_factory is not supported: tricorn's TLS is rustls, not Python's ssl module. "
+                "Give ssl_certfile and ssl_keyfile (and ssl_ca_certs, ssl_cert_reqs for client certificates)."
+            )
+            sys.exit(STARTUP_FAILURE)
+        if self.ssl_keyfile and not self.ssl_certfile:
+            logger.error("--ssl-keyfile needs --ssl-certfile.")
             sys.exit(STARTUP_FAILURE)
         self.ssl: ssl.SSLContext | None = None
+        self.http_versions = self._http_versions()
 
         encoded_headers = [(key.lower().encode("latin1"), value.encode("latin1")) for key, value in self.headers]
         self.encoded_headers = (
@@ -270,6 +301,31 @@ class Config:
             self.loaded_app = ASGI2Middleware(self.loaded_app)
 
         self.loaded = True
+
+    def _http_versions(self) -> str:
+        """`http` as the native side takes it: "auto", "h1" or "h2"."""
+        if self.http in ("auto", "h1", "h2"):
+            return str(self.http)
+        if self.http in ("h11", "httptools"):
+            logger.info("--http %s: tricorn serves HTTP/1.1 with its own parser (hyper); HTTP/2 is off.", self.http)
+            return "h1"
+        logger.warning("--http %r is not a protocol tricorn knows: serving HTTP/1.1 and HTTP/2 (auto).", self.http)
+        return "auto"
+
+    @property
+    def tls_settings(self) -> dict[str, Any] | None:
+        """The `--ssl-*` options for the native side, or None without a certificate."""
+        if not self.ssl_certfile:
+            return None
+        return {
+            "certfile": os.fspath(self.ssl_certfile),
+            "keyfile": os.fspath(self.ssl_keyfile) if self.ssl_keyfile else None,
+            "password": self.ssl_keyfile_password,
+            "ca_certs": os.fspath(self.ssl_ca_certs) if self.ssl_ca_certs else None,
+            "cert_reqs": int(self.ssl_cert_reqs),
+            "version": int(self.ssl_version),
+            "ciphers": self.ssl_ciphers,
+        }
 
     def setup_event_loop(self) -> None:
         """Removed in uvicorn 0.36 in favour of `get_loop_factory`; kept to fail the same way."""

@@ -128,7 +128,7 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     type=str,
     metavar=_metavar_from_type(HTTPProtocolType),
     default="auto",
-    help="HTTP protocol implementation.",
+    help="HTTP versions: auto (HTTP/1.1 and HTTP/2), h1, h2; uvicorn's h11 and httptools mean HTTP/1.1 only.",
     show_default=True,
 )
 @click.option(
@@ -352,6 +352,81 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     is_flag=True,
     default=False,
     help="Enable HTTP/3 (QUIC) support on the same UDP port.",
+    show_default=True,
+)
+@click.option(
+    "--http2-max-concurrent-streams",
+    type=click.IntRange(min=1),
+    default=200,
+    help="HTTP/2: most streams a client may have open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).",
+    show_default=True,
+)
+@click.option(
+    "--http2-initial-stream-window-size",
+    type=click.IntRange(min=65535, max=2**31 - 1),
+    default=1024 * 1024,
+    help="HTTP/2: bytes a client may send on one stream before the app reads them.",
+    show_default=True,
+)
+@click.option(
+    "--http2-initial-connection-window-size",
+    type=click.IntRange(min=65535, max=2**31 - 1),
+    default=1024 * 1024,
+    help="HTTP/2: bytes a client may send on a connection before the app reads them.",
+    show_default=True,
+)
+@click.option(
+    "--http2-adaptive-window/--no-http2-adaptive-window",
+    default=False,
+    help="HTTP/2: size the receive windows from the measured bandwidth-delay product.",
+    show_default=True,
+)
+@click.option(
+    "--http2-max-frame-size",
+    type=click.IntRange(min=16384, max=16777215),
+    default=16384,
+    help="HTTP/2: largest frame payload the server accepts (SETTINGS_MAX_FRAME_SIZE).",
+    show_default=True,
+)
+@click.option(
+    "--http2-max-header-list-size",
+    type=click.IntRange(min=1),
+    default=65536,
+    help="HTTP/2: largest request header block in bytes (SETTINGS_MAX_HEADER_LIST_SIZE); bigger ones are refused.",
+    show_default=True,
+)
+@click.option(
+    "--http2-max-send-buffer-size",
+    type=click.IntRange(min=1),
+    default=400 * 1024,
+    help="HTTP/2: response bytes buffered per stream before the app's send() waits.",
+    show_default=True,
+)
+@click.option(
+    "--http2-max-pending-reset-streams",
+    type=click.IntRange(min=0),
+    default=20,
+    help="HTTP/2: streams a client may open and reset before the app sees them (rapid reset protection).",
+    show_default=True,
+)
+@click.option(
+    "--http2-max-local-error-reset-streams",
+    type=click.IntRange(min=0),
+    default=1024,
+    help="HTTP/2: streams the server may reset for a client's protocol errors before closing the connection.",
+    show_default=True,
+)
+@click.option(
+    "--http2-keep-alive-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HTTP/2: send a PING after this many idle seconds (off by default).",
+)
+@click.option(
+    "--http2-keep-alive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    help="HTTP/2: close the connection if a PING is not answered within this many seconds.",
     show_default=True,
 )
 def main(app: str, **kwargs: Any) -> None:

@@ -72,4 +72,7 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "state": state,
         "limit_request_body": None,
         "reset_contextvars": config.reset_contextvars,
+        "http": config.http_versions,
+        "http2": dict(config.http2_settings),
+        "tls": config.tls_settings,
     }

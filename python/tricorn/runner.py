@@ -80,6 +80,17 @@ def run(
     reset_contextvars: bool = False,
     http2: bool = False,
     http3: bool = False,
+    http2_max_concurrent_streams: int = 200,
+    http2_initial_stream_window_size: int = 1024 * 1024,
+    http2_initial_connection_window_size: int = 1024 * 1024,
+    http2_adaptive_window: bool = False,
+    http2_max_frame_size: int = 16384,
+    http2_max_header_list_size: int = 65536,
+    http2_max_send_buffer_size: int = 400 * 1024,
+    http2_max_pending_reset_streams: int = 20,
+    http2_max_local_error_reset_streams: int = 1024,
+    http2_keep_alive_interval: float | None = None,
+    http2_keep_alive_timeout: float = 20.0,
 ) -> None:
     """Serve `app` (an ASGI callable or a `module:attr` import string) until interrupted.
 
@@ -141,6 +152,17 @@ def run(
         reset_contextvars=reset_contextvars,
         http2=http2,
         http3=http3,
+        http2_max_concurrent_streams=http2_max_concurrent_streams,
+        http2_initial_stream_window_size=http2_initial_stream_window_size,
+        http2_initial_connection_window_size=http2_initial_connection_window_size,
+        http2_adaptive_window=http2_adaptive_window,
+        http2_max_frame_size=http2_max_frame_size,
+        http2_max_header_list_size=http2_max_header_list_size,
+        http2_max_send_buffer_size=http2_max_send_buffer_size,
+        http2_max_pending_reset_streams=http2_max_pending_reset_streams,
+        http2_max_local_error_reset_streams=http2_max_local_error_reset_streams,
+        http2_keep_alive_interval=http2_keep_alive_interval,
+        http2_keep_alive_timeout=http2_keep_alive_timeout,
     )
     logger = logging.getLogger("tricorn.error")
     if config.reload or config.workers > 1:

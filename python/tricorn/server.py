@@ -111,6 +111,13 @@ class Server:
         if self.lifespan.should_exit:
             return
 
+        try:
+            from tricorn._tricorn import ConfigError
+        except ImportError as exc:
+            logger.error("Cannot load the native module tricorn._tricorn: %s", exc)
+            await self.lifespan.shutdown()
+            return
+
         config = self.config
         try:
             listeners = sockets if sockets is not None else [create_socket(config)]
@@ -118,12 +125,8 @@ class Server:
                 self._unix_path = config.uds
             self.servers = [Listener(sock) for sock in listeners]
             native = self._start_native(listeners)
-        except OSError as exc:
-            logger.error(exc)
-            await self.lifespan.shutdown()
-            return
-        except ImportError as exc:
-            logger.error("Cannot load the native module tricorn._tricorn: %s", exc)
+        except (OSError, ConfigError) as exc:
+            logger.error("%s", exc)
             await self.lifespan.shutdown()
             return
 

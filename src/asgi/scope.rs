@@ -9,7 +9,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::net::{ConnInfo, PeerAddr};
+use crate::net::{ConnInfo, PeerAddr, TlsInfo};
 
 /// Where the request comes from, after proxy headers were applied.
 pub(crate) enum Client {
@@ -37,11 +37,13 @@ pub(crate) struct ScopeTemplate {
     scope: Py<PyDict>,
     asgi: Py<PyDict>,
     root_path: String,
+    /// PEM of the server's certificate, for the TLS extension.
+    server_cert: Option<String>,
 }
 
 impl ScopeTemplate {
     /// The template for a server with this `root_path`.
-    pub(crate) fn new(py: Python<'_>, root_path: &str) -> PyResult<Self> {
+    pub(crate) fn new(py: Python<'_>, root_path: &str, server_cert: Option<&[u8]>) -> PyResult<Self> {
         let asgi = PyDict::new(py);
         asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
         asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.3"))?;
@@ -59,7 +61,12 @@ impl ScopeTemplate {
         scope.set_item(intern!(py, "query_string"), py.None())?;
         scope.set_item(intern!(py, "headers"), py.None())?;
         scope.set_item(intern!(py, "state"), py.None())?;
-        Ok(Self { scope: scope.unbind(), asgi: asgi.unbind(), root_path: root_path.to_owned() })
+        Ok(Self {
+            scope: scope.unbind(),
+            asgi: asgi.unbind(),
+            root_path: root_path.to_owned(),
+            server_cert: server_cert.and_then(|der| pem("CERTIFICATE", der)),
+        })
     }
 
     /// Build the scope dict of one request.
@@ -100,8 +107,21 @@ impl ScopeTemplate {
         }
         let query = parts.uri.query().unwrap_or("");
         scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
-        scope.set_item(intern!(py, "headers"), headers(py, &parts.headers)?)?;
+        let headers = headers(py, &parts.headers)?;
+        if parts.version == http::Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
+            // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1); applications read `host`.
+            if let Some(authority) = parts.uri.authority() {
+                let host = (PyBytes::new(py, b"host"), PyBytes::new(py, authority.as_str().as_bytes()));
+                headers.insert(0, host)?;
+            }
+        }
+        scope.set_item(intern!(py, "headers"), headers)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
+        if let Some(info) = &conn.tls {
+            let extensions = PyDict::new(py);
+            extensions.set_item(intern!(py, "tls"), conn_scope.tls(py, info, self.server_cert.as_deref())?)?;
+            scope.set_item(intern!(py, "extensions"), extensions)?;
+        }
         Ok(scope)
     }
 }
@@ -111,9 +131,27 @@ impl ScopeTemplate {
 pub(crate) struct ConnScope {
     server: Option<Py<PyAny>>,
     client: Option<Py<PyAny>>,
+    tls: Option<Py<PyDict>>,
 }
 
 impl ConnScope {
+    /// The ASGI TLS extension dict of a TLS connection.
+    fn tls<'py>(&mut self, py: Python<'py>, info: &TlsInfo, server_cert: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(tls) = &self.tls {
+            return Ok(tls.bind(py).clone());
+        }
+        let tls = PyDict::new(py);
+        tls.set_item(intern!(py, "server_cert"), server_cert)?;
+        let chain: Vec<String> = info.client_chain.iter().filter_map(|der| pem("CERTIFICATE", der)).collect();
+        tls.set_item(intern!(py, "client_cert_chain"), chain)?;
+        tls.set_item(intern!(py, "client_cert_name"), info.client_chain.first().and_then(|der| subject_name(der)))?;
+        tls.set_item(intern!(py, "client_cert_error"), py.None())?;
+        tls.set_item(intern!(py, "tls_version"), info.version)?;
+        tls.set_item(intern!(py, "cipher_suite"), info.cipher_suite)?;
+        self.tls = Some(tls.clone().unbind());
+        Ok(tls)
+    }
+
     fn server<'py>(&mut self, py: Python<'py>, conn: &ConnInfo) -> PyResult<Bound<'py, PyAny>> {
         if let Some(server) = &self.server {
             return Ok(server.bind(py).clone());
@@ -181,4 +219,15 @@ pub(crate) fn client_label(origin: &Origin<'_>) -> String {
         Client::Forwarded(host, port) => format!("{host}:{port}"),
         Client::Unknown => String::new(),
     }
+}
+
+/// PEM text of a DER object.
+fn pem(label: &str, der: &[u8]) -> Option<String> {
+    pkcs8::der::pem::encode_string(label, pkcs8::der::pem::LineEnding::LF, der).ok()
+}
+
+/// The RFC 4514 distinguished name of a certificate's subject.
+fn subject_name(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(der).ok().map(|cert| cert.tbs_certificate.subject.to_string())
 }

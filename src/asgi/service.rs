@@ -30,6 +30,13 @@ pub(crate) struct AsgiService {
     pub(crate) conn_scope: RefCell<ConnScope>,
 }
 
+impl AsgiService {
+    /// The service of one connection.
+    pub(crate) fn new(state: Rc<ServerState>, conn: Rc<ConnInfo>, scheme: &'static str) -> Self {
+        Self { state, conn, scheme, conn_scope: RefCell::default() }
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for AsgiService {
     type Response = Response<ResponseBody>;
     type Error = Aborted;

@@ -160,3 +160,58 @@ impl<S: Stream> hyper::rt::Write for Registered<S> {
         })
     }
 }
+
+/// tokio's I/O traits, for crates built on them (tokio-rustls); same semantics as hyper's.
+impl<S: Stream> tokio::io::AsyncRead for Registered<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // SAFETY: `read(2)` only writes into the unfilled part; exactly the bytes the kernel
+        // reports as written are marked initialised and filled.
+        unsafe {
+            let unfilled = buf.unfilled_mut();
+            let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
+            let n = match self.poll_read_with(cx, |io| {
+                let n = libc::read(io.as_raw_fd(), ptr, len);
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
+            }) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if n > 0 && n < len {
+                self.slot.clear_readable();
+            }
+            buf.assume_init(n);
+            buf.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: Stream> tokio::io::AsyncWrite for Registered<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |io| io.write_some(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |io| io.write_vectored_some(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match self.io.shutdown_write() {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        })
+    }
+}

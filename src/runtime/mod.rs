@@ -76,6 +76,29 @@ pub(crate) fn with_current(f: impl FnOnce(&Runtime)) {
     }
 }
 
+/// hyper's executor (HTTP/2 streams): spawns on the current thread's runtime.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LocalExec;
+
+impl<F: Future<Output = ()> + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, future: F) {
+        spawn(future);
+    }
+}
+
+/// Run `future` for at most `limit`; `None` if the time ran out first.
+pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut sleep = std::pin::pin!(timer::Sleep::until(std::time::Instant::now() + limit));
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(output));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 /// Spawn a task on the current thread's runtime; returns its id (see [`Executor::cancel`]).
 pub(crate) fn spawn(future: impl Future<Output = ()> + 'static) -> usize {
     handle().executor.spawn(Box::pin(future))
