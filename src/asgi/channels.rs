@@ -132,25 +132,13 @@ impl Send {
         for (name, value) in &self.state.settings.default_headers {
             headers.append(name.clone(), value.clone());
         }
-        let mut expected_length = None;
         if let Some(list) = optional(py, message, intern!(py, "headers"))? {
-            for pair in list.try_iter()? {
-                let pair = pair?;
-                let name = pair.get_item(0)?;
-                let value = pair.get_item(1)?;
-                let name = header_bytes(&name, "name")?;
-                let value = header_bytes(&value, "value")?;
-                let name = HeaderName::from_bytes(name).map_err(|_| {
-                    PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name)))
-                })?;
-                let value = HeaderValue::from_bytes(value)
-                    .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
-                if name == http::header::CONTENT_LENGTH {
-                    expected_length = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
-                }
-                headers.append(name, value);
-            }
+            append_headers(&list, &mut headers)?;
         }
+        let expected_length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(access) = &self.access {
             let logger = self.state.access_logger.bind(py);
             logger.call_method1(
@@ -165,7 +153,11 @@ impl Send {
                 ),
             )?;
         }
-        self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length);
+        let trailers = match optional(py, message, intern!(py, "trailers"))? {
+            Some(flag) => flag.is_truthy()?,
+            None => false,
+        };
+        self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length, trailers);
         Ok(())
     }
 
@@ -249,6 +241,23 @@ impl Send {
                 }
                 self.body(py, message)
             }
+            ResponseStage::Trailers => {
+                if kind != "http.response.trailers" {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "Expected ASGI message 'http.response.trailers', but got '{kind}'."
+                    )));
+                }
+                let headers = match optional(py, message, intern!(py, "headers"))? {
+                    Some(list) => header_map(&list, 4)?,
+                    None => HeaderMap::new(),
+                };
+                let more = match optional(py, message, intern!(py, "more_trailers"))? {
+                    Some(more) => more.is_truthy()?,
+                    None => false,
+                };
+                self.exchange.borrow_mut().push_trailers(headers, more);
+                Ok(self.state.done.clone_ref(py).into_any())
+            }
             ResponseStage::Complete => Err(PyRuntimeError::new_err(format!(
                 "Unexpected ASGI message '{kind}' sent, after response already completed."
             ))),
@@ -277,6 +286,31 @@ fn optional<'py>(
     }
     let value = message.call_method1(intern!(py, "get"), (key,))?;
     Ok((!value.is_none()).then_some(value))
+}
+
+/// Append ASGI `[(name, value), ...]` byte-string pairs to `headers`.
+fn append_headers(list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<()> {
+    for pair in list.try_iter()? {
+        let pair = pair?;
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let name = header_bytes(&name, "name")?;
+        let value = header_bytes(&value, "value")?;
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name)))
+        })?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
+        headers.append(name, value);
+    }
+    Ok(())
+}
+
+/// A header map from ASGI byte-string pairs.
+fn header_map(list: &Bound<'_, PyAny>, capacity: usize) -> PyResult<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(capacity);
+    append_headers(list, &mut headers)?;
+    Ok(headers)
 }
 
 fn header_bytes<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {

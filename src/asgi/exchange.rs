@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
-use http_body::Body;
+use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
 
@@ -23,8 +23,8 @@ pub(crate) const RESPONSE_HIGH_WATER: usize = 64 * 1024;
 /// Shared handle on an exchange.
 pub(crate) type ExchangeRef = Rc<RefCell<Exchange>>;
 
-/// A poll of the response body: the next chunk, the end, or an abort.
-pub(crate) type ChunkPoll = Poll<Option<Result<Bytes, Aborted>>>;
+/// A poll of the response body: the next data or trailers frame, the end, or an abort.
+pub(crate) type ChunkPoll = Poll<Option<Result<Frame<Bytes>, Aborted>>>;
 
 /// Status line and headers the application sent with `http.response.start`.
 pub(crate) struct ResponseHead {
@@ -39,6 +39,8 @@ pub(crate) enum ResponseStage {
     NotStarted,
     /// Head sent; body messages may follow.
     Started,
+    /// The last body message was sent; `http.response.trailers` messages follow.
+    Trailers,
     /// The last body message was sent.
     Complete,
 }
@@ -77,6 +79,10 @@ pub(crate) struct Exchange {
     queued: usize,
     pub(crate) expected_length: Option<u64>,
     pub(crate) sent_length: u64,
+    /// The app announced trailers in `http.response.start`.
+    trailers_expected: bool,
+    /// Trailers received so far; handed to hyper once the last trailers message arrived.
+    trailers: Option<HeaderMap>,
     /// A `send()` waiting for the client to read: an asyncio future.
     send_waiter: Option<Py<PyAny>>,
     head_waker: Option<Waker>,
@@ -109,6 +115,8 @@ impl Exchange {
             queued: 0,
             expected_length: None,
             sent_length: 0,
+            trailers_expected: false,
+            trailers: None,
             send_waiter: None,
             head_waker: None,
             body_waker: None,
@@ -204,11 +212,24 @@ impl Exchange {
 
     // ---- response ----
 
-    /// Record `http.response.start`.
-    pub(crate) fn start_response(&mut self, head: ResponseHead, expected_length: Option<u64>) {
+    /// Record `http.response.start`; `trailers` announces `http.response.trailers` messages.
+    pub(crate) fn start_response(&mut self, head: ResponseHead, expected_length: Option<u64>, trailers: bool) {
         self.stage = ResponseStage::Started;
         self.head = Some(head);
         self.expected_length = expected_length;
+        self.trailers_expected = trailers;
+    }
+
+    /// Record an `http.response.trailers` message; the last one completes the response.
+    pub(crate) fn push_trailers(&mut self, headers: HeaderMap, more_trailers: bool) {
+        match &mut self.trailers {
+            Some(trailers) => trailers.extend(headers),
+            None => self.trailers = Some(headers),
+        }
+        if !more_trailers {
+            self.stage = ResponseStage::Complete;
+            self.wake_network();
+        }
     }
 
     /// Queue a body chunk; `more_body == false` completes the response. Returns whether the
@@ -220,7 +241,7 @@ impl Exchange {
             self.chunks.push_back(chunk);
         }
         if !more_body {
-            self.stage = ResponseStage::Complete;
+            self.stage = if self.trailers_expected { ResponseStage::Trailers } else { ResponseStage::Complete };
         }
         self.head_ready = true;
         self.wake_network();
@@ -237,7 +258,7 @@ impl Exchange {
         let outcome = match self.stage {
             ResponseStage::NotStarted if self.disconnected => AppOutcome::Fine,
             ResponseStage::NotStarted => AppOutcome::NoResponse,
-            ResponseStage::Started => {
+            ResponseStage::Started | ResponseStage::Trailers => {
                 self.aborted = true;
                 AppOutcome::Incomplete
             }
@@ -272,11 +293,11 @@ impl Exchange {
     pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> (ChunkPoll, Option<Py<PyAny>>) {
         let poll = if let Some(chunk) = self.chunks.pop_front() {
             self.queued -= chunk.len();
-            Poll::Ready(Some(Ok(chunk)))
+            Poll::Ready(Some(Ok(Frame::data(chunk))))
         } else if self.aborted {
             Poll::Ready(Some(Err(Aborted)))
         } else if self.stage == ResponseStage::Complete {
-            Poll::Ready(None)
+            Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
         } else {
             self.body_waker = Some(cx.waker().clone());
             Poll::Pending
@@ -287,12 +308,13 @@ impl Exchange {
 
     /// Whether the whole body is queued, and its size.
     pub(crate) fn known_length(&self) -> Option<u64> {
-        (self.stage == ResponseStage::Complete && !self.aborted).then_some(self.queued as u64)
+        (self.stage == ResponseStage::Complete && !self.aborted && !self.trailers_expected)
+            .then_some(self.queued as u64)
     }
 
     /// Whether nothing more will come from the body.
     pub(crate) fn body_is_end(&self) -> bool {
-        self.chunks.is_empty() && self.stage == ResponseStage::Complete && !self.aborted
+        self.chunks.is_empty() && self.stage == ResponseStage::Complete && self.trailers.is_none() && !self.aborted
     }
 
     /// The network side is gone (connection closed or the exchange dropped before the end).

@@ -117,9 +117,15 @@ impl ScopeTemplate {
         }
         scope.set_item(intern!(py, "headers"), headers)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
-        if let Some(info) = &conn.tls {
+        let trailers = can_send_trailers(parts);
+        if conn.tls.is_some() || trailers {
             let extensions = PyDict::new(py);
-            extensions.set_item(intern!(py, "tls"), conn_scope.tls(py, info, self.server_cert.as_deref())?)?;
+            if let Some(info) = &conn.tls {
+                extensions.set_item(intern!(py, "tls"), conn_scope.tls(py, info, self.server_cert.as_deref())?)?;
+            }
+            if trailers {
+                extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+            }
             scope.set_item(intern!(py, "extensions"), extensions)?;
         }
         Ok(scope)
@@ -218,6 +224,18 @@ pub(crate) fn client_label(origin: &Origin<'_>) -> String {
         Client::Peer(addr) => format!("{}:{}", addr.ip(), addr.port()),
         Client::Forwarded(host, port) => format!("{host}:{port}"),
         Client::Unknown => String::new(),
+    }
+}
+
+/// Whether trailers sent by the app reach the client: always on HTTP/2; on HTTP/1.1 only in a
+/// chunked response to a client that said `TE: trailers` (RFC 9112 §7.1.2, RFC 9110 §10.1.4).
+fn can_send_trailers(parts: &Parts) -> bool {
+    match parts.version {
+        http::Version::HTTP_2 => true,
+        http::Version::HTTP_11 => parts.headers.get_all(http::header::TE).iter().any(|value| {
+            value.to_str().is_ok_and(|v| v.split(',').any(|item| item.trim().eq_ignore_ascii_case("trailers")))
+        }),
+        _ => false,
     }
 }
 

@@ -182,7 +182,7 @@ impl Body for ResponseBody {
                         Python::attach(|py| messages::resolve(py, &future, messages::disconnect(py)));
                     }
                 }
-                poll.map(|chunk| chunk.map(|c| c.map(Frame::data)))
+                poll
             }
         }
     }
