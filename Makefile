@@ -6,11 +6,16 @@ export PYO3_PYTHON := $(abspath $(PY))
 # System packages the tests and benchmarks use, installed with apt-get when missing.
 SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
 
-.PHONY: run test build venv system-deps lint format test-rust test-python bench clean docs
+.PHONY: run run-tls test build venv system-deps lint format test-rust test-python bench clean docs
 
 run: build
 	@echo "Serving examples/hello.py on http://127.0.0.1:8000 (Ctrl+C to stop)"
 	$(PY) -m tricorn examples.hello:app --host 127.0.0.1 --port 8000
+
+run-tls: build
+	test -f certs/server.pem || certs/make-dev-certs.sh
+	@echo "Serving examples/hello.py on https://127.0.0.1:8443 (trust certs/ca.pem; Ctrl+C to stop)"
+	$(PY) -m tricorn examples.hello:app --host 127.0.0.1 --port 8443 --ssl-certfile certs/server.pem --ssl-keyfile certs/server.key
 
 test: system-deps build lint test-rust test-python
 
