@@ -31,6 +31,9 @@ impl TaskSpawner {
     }
 
     /// Start `coroutine` as a task, in `context` if given (else in a copy of the current one).
+    ///
+    /// A given context is entered with `context.run(...)` rather than passed as `context=`,
+    /// which `asyncio.Task` only takes from Python 3.11 on.
     pub(crate) fn spawn(
         &self,
         py: Python<'_>,
@@ -40,15 +43,11 @@ impl TaskSpawner {
         match (self, context) {
             (Self::Direct { task_type, kwargs }, None) => task_type.call(py, (coroutine,), Some(kwargs.bind(py))),
             (Self::Direct { task_type, kwargs }, Some(context)) => {
-                let kwargs = kwargs.bind(py).copy()?;
-                kwargs.set_item(intern!(py, "context"), context)?;
-                task_type.call(py, (coroutine,), Some(&kwargs))
+                Ok(context.call_method(intern!(py, "run"), (task_type, coroutine), Some(kwargs.bind(py)))?.unbind())
             }
             (Self::Factory { create_task }, None) => create_task.call1(py, (coroutine,)),
             (Self::Factory { create_task }, Some(context)) => {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "context"), context)?;
-                create_task.call(py, (coroutine,), Some(&kwargs))
+                Ok(context.call_method1(intern!(py, "run"), (create_task, coroutine))?.unbind())
             }
         }
     }
