@@ -6,7 +6,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 # System packages the tests and benchmarks use, installed with apt-get when missing.
 SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
 
-.PHONY: run run-tls test build venv system-deps lint format test-rust test-python bench clean docs
+.PHONY: run run-tls test build venv system-deps lint format test-rust test-python test-pythons bench clean docs
 
 run: build
 	@echo "Serving examples/hello.py on http://127.0.0.1:8000 (Ctrl+C to stop)"
@@ -17,7 +17,7 @@ run-tls: build
 	@echo "Serving examples/hello.py on https://127.0.0.1:8443 (trust certs/ca.pem; Ctrl+C to stop)"
 	$(PY) -m tricorn examples.hello:app --host 127.0.0.1 --port 8443 --ssl-certfile certs/server.pem --ssl-keyfile certs/server.key
 
-test: system-deps build lint test-rust test-python
+test: system-deps build lint test-rust test-python test-pythons
 
 $(VENV)/.deps: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test-rust:
 
 test-python: build
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# The core tests on the oldest and newest supported CPython (3.10, 3.13).
+test-pythons:
+	scripts/test-other-pythons.sh
 
 bench: build
 	$(PY) bench/run.py
