@@ -42,3 +42,24 @@ def basic_server():
     with ServerProcess("tests.apps.basic:app") as srv:
         srv.wait_ready()
         yield srv
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory):
+    """Development CA, server and client certificates from certs/make-dev-certs.sh (EC P-256, PKCS#8 keys).
+
+    Returns the directory holding ca.pem/ca.key, server.pem/server.key (localhost, 127.0.0.1, ::1) and
+    client.pem/client.key (CN=tricorn-client).
+    """
+    import subprocess
+
+    from tests.helpers import REPO
+
+    directory = tmp_path_factory.mktemp("tls-certs")
+    subprocess.run(
+        ["bash", str(REPO / "certs" / "make-dev-certs.sh"), str(directory)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return directory

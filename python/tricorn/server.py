@@ -106,16 +106,26 @@ class Server:
             self._release()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """Run lifespan startup, bind, and start the native server. On failure `started` stays False."""
-        await self.lifespan.startup()
-        if self.lifespan.should_exit:
-            return
+        """Build the native server, run lifespan startup, bind and listen. On failure `started` stays False.
 
+        The native server is built first so that a TLS file that cannot be used is reported before the
+        application's startup runs; the lifespan `state` dict it copies into scopes is filled afterwards.
+        """
         try:
-            from tricorn._tricorn import ConfigError
+            from tricorn._tricorn import ConfigError, NativeServer
         except ImportError as exc:
             logger.error("Cannot load the native module tricorn._tricorn: %s", exc)
-            await self.lifespan.shutdown()
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            app_runner = build_app_runner(self.config.loaded_app, logger)
+            native = NativeServer(app_runner, loop, build_settings(self.config, self.lifespan.state))
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            return
+
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
             return
 
         config = self.config
@@ -124,28 +134,19 @@ class Server:
             if sockets is None and config.uds is not None:
                 self._unix_path = config.uds
             self.servers = [Listener(sock) for sock in listeners]
-            native = self._start_native(listeners)
-        except (OSError, ConfigError) as exc:
+            for sock in listeners:
+                sock.listen(config.backlog)
+                native.listen(sock.fileno())
+        except OSError as exc:
             logger.error("%s", exc)
             await self.lifespan.shutdown()
             return
+        loop.add_reader(native.fileno(), native.drive)
 
         self.native = native
         if sockets is None:
             log_started_message(config, listeners[0])
         self.started = True
-
-    def _start_native(self, listeners: list[socket.socket]) -> NativeServer:
-        from tricorn._tricorn import NativeServer
-
-        loop = asyncio.get_running_loop()
-        app_runner = build_app_runner(self.config.loaded_app, logger)
-        native = NativeServer(app_runner, loop, build_settings(self.config, self.lifespan.state))
-        for sock in listeners:
-            sock.listen(self.config.backlog)
-            native.listen(sock.fileno())
-        loop.add_reader(native.fileno(), native.drive)
-        return native
 
     async def main_loop(self) -> None:
         """Tick every 0.1 s until `on_tick` says to exit."""

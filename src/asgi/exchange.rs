@@ -83,6 +83,8 @@ pub(crate) struct Exchange {
     trailers_expected: bool,
     /// Trailers received so far; handed to hyper once the last trailers message arrived.
     trailers: Option<HeaderMap>,
+    /// Drop body chunks instead of sending them (see [`Exchange::new`]).
+    pub(crate) discard_body: bool,
     /// A `send()` waiting for the client to read: an asyncio future.
     send_waiter: Option<Py<PyAny>>,
     head_waker: Option<Waker>,
@@ -96,7 +98,11 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// A new exchange for a request whose body is `incoming`.
-    pub(crate) fn new(incoming: Incoming, limit_request_body: Option<u64>) -> ExchangeRef {
+    ///
+    /// `discard_body`: the response must carry no content (HEAD over HTTP/2, where hyper does not
+    /// drop it as its HTTP/1.1 side does, RFC 9113 §8.1.1): body messages are counted, not queued,
+    /// and the head waits for the last one so that it goes out with END_STREAM.
+    pub(crate) fn new(incoming: Incoming, limit_request_body: Option<u64>, discard_body: bool) -> ExchangeRef {
         let finished = incoming.is_end_stream();
         Rc::new(RefCell::new(Self {
             incoming: (!finished).then_some(incoming),
@@ -117,6 +123,7 @@ impl Exchange {
             sent_length: 0,
             trailers_expected: false,
             trailers: None,
+            discard_body,
             send_waiter: None,
             head_waker: None,
             body_waker: None,
@@ -236,7 +243,7 @@ impl Exchange {
     /// caller should wait for the client to read (backpressure).
     pub(crate) fn push_body(&mut self, chunk: Bytes, more_body: bool) -> bool {
         self.sent_length += chunk.len() as u64;
-        if !chunk.is_empty() {
+        if !chunk.is_empty() && !self.discard_body {
             self.queued += chunk.len();
             self.chunks.push_back(chunk);
         }
@@ -280,7 +287,12 @@ impl Exchange {
 
     /// For hyper's service future: the head, once it may be written.
     pub(crate) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseHead>> {
-        if self.head_ready || self.aborted {
+        let ready = if self.discard_body {
+            self.stage == ResponseStage::Complete || (self.head_ready && self.stage == ResponseStage::NotStarted)
+        } else {
+            self.head_ready
+        };
+        if ready || self.aborted {
             return Poll::Ready(self.head.take());
         }
         self.head_waker = Some(cx.waker().clone());

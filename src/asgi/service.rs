@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
@@ -71,7 +71,8 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
             )));
         }
         let (parts, body) = request.into_parts();
-        let exchange = Exchange::new(body, state.settings.limit_request_body);
+        let discard_body = parts.method == Method::HEAD && parts.version == Version::HTTP_2;
+        let exchange = Exchange::new(body, state.settings.limit_request_body, discard_body);
         let started = Python::attach(|py| {
             let mut conn_scope = self.conn_scope.borrow_mut();
             app::start(py, state, &self.conn, &mut conn_scope, self.scheme, &parts, &exchange)
@@ -125,7 +126,12 @@ impl Future for ResponseFuture {
                 done.set(true);
                 match head {
                     Some(ResponseHead { status, headers }) => {
-                        let mut response = Response::new(ResponseBody::Stream(exchange.clone(), false));
+                        let body = if exchange.borrow().discard_body {
+                            ResponseBody::Head(exchange.borrow().sent_length)
+                        } else {
+                            ResponseBody::Stream(exchange.clone(), false)
+                        };
+                        let mut response = Response::new(body);
                         *response.status_mut() = status;
                         *response.headers_mut() = headers;
                         Poll::Ready(Ok(response))
@@ -161,6 +167,8 @@ pub(crate) enum ResponseBody {
     Full(Option<Bytes>),
     /// Chunks sent by the application; the flag records that the end was reached.
     Stream(ExchangeRef, bool),
+    /// No content, for a HEAD request, with the length a GET would have had.
+    Head(u64),
 }
 
 impl Body for ResponseBody {
@@ -170,6 +178,7 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         match self.get_mut() {
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Self::Head(_) => Poll::Ready(None),
             Self::Stream(exchange, finished) => {
                 let (poll, drained) = exchange.borrow_mut().poll_chunk(cx);
                 if let Some(future) = drained {
@@ -190,6 +199,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full(data) => data.is_none(),
+            Self::Head(_) => true,
             Self::Stream(exchange, finished) => *finished || exchange.borrow().body_is_end(),
         }
     }
@@ -198,6 +208,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
+            Self::Head(length) => SizeHint::with_exact(*length),
             Self::Stream(exchange, _) => {
                 exchange.borrow().known_length().map_or_else(SizeHint::default, SizeHint::with_exact)
             }

@@ -2,7 +2,6 @@
 
 import json
 
-
 # HTTP/1.1 sends only the trailer fields the response declares (RFC 9110 §6.6.2).
 HEADERS = [(b"content-type", b"text/plain"), (b"trailer", b"grpc-status, grpc-message")]
 
