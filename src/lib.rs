@@ -4,6 +4,7 @@
 
 mod asgi;
 mod connection;
+mod forwarded;
 mod net;
 mod proxy_headers;
 mod runtime;

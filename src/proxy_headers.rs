@@ -118,6 +118,13 @@ impl TrustedHosts {
         self.always_trust || self.contains_ip(ip)
     }
 
+    /// Whether a unix-socket peer on `path` is trusted: `*`, the literal `unix:` (any unix
+    /// socket) or the socket path itself in the list.
+    pub(crate) fn trusts_unix(&self, path: &str) -> bool {
+        self.always_trust
+            || self.literals.iter().any(|literal| literal == "unix:" || (!path.is_empty() && literal == path))
+    }
+
     /// Whether every peer is trusted (the list was `*`).
     pub(crate) fn trusts_all(&self) -> bool {
         self.always_trust
@@ -168,6 +175,8 @@ pub(crate) struct ForwardedInfo {
     pub(crate) scheme: Option<&'static str>,
     /// New `scope["client"]`: host (latin-1 decoded, never empty) and port (0 if absent).
     pub(crate) client: Option<(String, u16)>,
+    /// New `host` request header (RFC 7239 `host=`, or `X-Forwarded-Host` when enabled).
+    pub(crate) host: Option<String>,
 }
 
 /// Apply uvicorn's proxy-header rules to one request or websocket handshake.
@@ -200,7 +209,11 @@ pub(crate) fn forwarded_by_trusted_peer(
     headers: &HeaderMap,
     is_websocket: bool,
 ) -> ForwardedInfo {
-    ForwardedInfo { scheme: forwarded_scheme(headers, is_websocket), client: forwarded_client(trusted, headers) }
+    ForwardedInfo {
+        scheme: forwarded_scheme(headers, is_websocket),
+        client: forwarded_client(trusted, headers),
+        host: None,
+    }
 }
 
 /// Split a forwarded hop into host and port like uvicorn's `_parse_host_port` (0.45+).

@@ -21,6 +21,15 @@ pub(crate) enum HttpVersions {
     Http2,
 }
 
+/// Which proxy headers carry the client's address and scheme (`--proxy-headers-style`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProxyStyle {
+    /// `X-Forwarded-For` and `X-Forwarded-Proto`, as uvicorn.
+    XForwarded,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
 /// HTTP/2 knobs (RFC 9113 §6.5.2 settings and hyper's limits).
 #[derive(Clone, Debug)]
 pub(crate) struct Http2Settings {
@@ -66,6 +75,14 @@ pub(crate) struct Settings {
     pub(crate) proxy_headers: bool,
     /// Peers whose proxy headers are trusted.
     pub(crate) trusted_hosts: TrustedHosts,
+    /// Which headers carry client and scheme.
+    pub(crate) proxy_style: ProxyStyle,
+    /// Take the `host` header from a trusted proxy (`X-Forwarded-Host` or `Forwarded: host=`).
+    pub(crate) forwarded_host: bool,
+    /// Take scope `server`'s port from a trusted proxy's `X-Forwarded-Port`.
+    pub(crate) forwarded_port: bool,
+    /// Take a `root_path` prefix from a trusted proxy's `X-Forwarded-Prefix`.
+    pub(crate) forwarded_prefix: bool,
     /// Largest request body accepted; bigger ones get 413.
     pub(crate) limit_request_body: Option<u64>,
     /// Run each request in a fresh `contextvars.Context()` instead of a copy of the server's.
@@ -106,6 +123,18 @@ impl Settings {
             access_log: required(dict, "access_log")?.extract()?,
             proxy_headers: required(dict, "proxy_headers")?.extract()?,
             trusted_hosts: TrustedHosts::parse(&allow),
+            proxy_style: match required(dict, "proxy_headers_style")?.extract::<String>()?.as_str() {
+                "x-forwarded" => ProxyStyle::XForwarded,
+                "forwarded" => ProxyStyle::Forwarded,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "proxy_headers_style must be x-forwarded or forwarded, not {other:?}"
+                    )));
+                }
+            },
+            forwarded_host: required(dict, "forwarded_host")?.extract()?,
+            forwarded_port: required(dict, "forwarded_port")?.extract()?,
+            forwarded_prefix: required(dict, "forwarded_prefix")?.extract()?,
             limit_request_body: required(dict, "limit_request_body")?.extract()?,
             reset_contextvars: required(dict, "reset_contextvars")?.extract()?,
             http: http_versions(&required(dict, "http")?.extract::<String>()?)?,

@@ -23,6 +23,7 @@ from tricorn.loops import LOOP_FACTORIES, LoopFactory
 from tricorn.sockets import create_socket, log_started_message
 
 HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools"]
+ProxyHeadersStyle = Literal["x-forwarded", "forwarded"]
 WSProtocolType = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
 LifespanType = Literal["auto", "on", "off"]
 LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop"]
@@ -120,6 +121,10 @@ class Config:
         http2_max_local_error_reset_streams: int = 1024,
         http2_keep_alive_interval: float | None = None,
         http2_keep_alive_timeout: float = 20.0,
+        proxy_headers_style: ProxyHeadersStyle = "x-forwarded",
+        forwarded_host: bool = False,
+        forwarded_port: bool = False,
+        forwarded_prefix: bool = False,
     ) -> None:
         self.app = app
         self.host = host
@@ -171,6 +176,10 @@ class Config:
         self.reset_contextvars = reset_contextvars
         self.http2 = http2
         self.http3 = http3
+        self.proxy_headers_style = proxy_headers_style
+        self.forwarded_host = forwarded_host
+        self.forwarded_port = forwarded_port
+        self.forwarded_prefix = forwarded_prefix
         self.http2_settings: dict[str, Any] = {
             "max_concurrent_streams": http2_max_concurrent_streams,
             "initial_stream_window_size": http2_initial_stream_window_size,

@@ -224,7 +224,7 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     help="Comma separated list of IP Addresses, IP Networks, or literals "
     "(e.g. UNIX Socket path) to trust with proxy headers. Defaults to the "
     "$FORWARDED_ALLOW_IPS environment variable if available, or '127.0.0.1'. "
-    "The literal '*' means trust everything.",
+    "The literal '*' means trust everything; 'unix:' trusts any unix-socket peer (e.g. nginx on --uds).",
 )
 @click.option(
     "--root-path",
@@ -352,6 +352,31 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     is_flag=True,
     default=False,
     help="Enable HTTP/3 (QUIC) support on the same UDP port.",
+    show_default=True,
+)
+@click.option(
+    "--proxy-headers-style",
+    type=click.Choice(["x-forwarded", "forwarded"]),
+    default="x-forwarded",
+    help="Which proxy headers name the client and scheme: X-Forwarded-For/-Proto (as uvicorn) or RFC 7239 Forwarded.",
+    show_default=True,
+)
+@click.option(
+    "--forwarded-host/--no-forwarded-host",
+    default=False,
+    help="Let a trusted proxy set the host header (X-Forwarded-Host, or host= of Forwarded).",
+    show_default=True,
+)
+@click.option(
+    "--forwarded-port/--no-forwarded-port",
+    default=False,
+    help="Let a trusted proxy set the port of scope['server'] (X-Forwarded-Port).",
+    show_default=True,
+)
+@click.option(
+    "--forwarded-prefix/--no-forwarded-prefix",
+    default=False,
+    help="Let a trusted proxy set a root_path prefix (X-Forwarded-Prefix), prefixed to path as --root-path is.",
     show_default=True,
 )
 @click.option(

@@ -20,6 +20,7 @@ from tricorn.config import (
     InterfaceType,
     LifespanType,
     LoopFactoryType,
+    ProxyHeadersStyle,
     WSProtocolType,
 )
 from tricorn.server import Server
@@ -91,6 +92,10 @@ def run(
     http2_max_local_error_reset_streams: int = 1024,
     http2_keep_alive_interval: float | None = None,
     http2_keep_alive_timeout: float = 20.0,
+    proxy_headers_style: ProxyHeadersStyle = "x-forwarded",
+    forwarded_host: bool = False,
+    forwarded_port: bool = False,
+    forwarded_prefix: bool = False,
 ) -> None:
     """Serve `app` (an ASGI callable or a `module:attr` import string) until interrupted.
 
@@ -163,6 +168,10 @@ def run(
         http2_max_local_error_reset_streams=http2_max_local_error_reset_streams,
         http2_keep_alive_interval=http2_keep_alive_interval,
         http2_keep_alive_timeout=http2_keep_alive_timeout,
+        proxy_headers_style=proxy_headers_style,
+        forwarded_host=forwarded_host,
+        forwarded_port=forwarded_port,
+        forwarded_prefix=forwarded_prefix,
     )
     logger = logging.getLogger("tricorn.error")
     if config.reload or config.workers > 1:

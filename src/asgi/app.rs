@@ -2,15 +2,56 @@
 
 use std::rc::Rc;
 
+use http::HeaderMap;
 use http::request::Parts;
 use pyo3::prelude::*;
 
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
 use super::scope::{Client, ConnScope, Origin};
-use crate::net::ConnInfo;
+use crate::forwarded;
+use crate::net::{ConnInfo, PeerAddr};
 use crate::proxy_headers;
 use crate::server::ServerState;
+use crate::settings::{ProxyStyle, Settings};
+
+/// Whether the connection's peer may set proxy headers (`--forwarded-allow-ips`).
+fn peer_is_trusted(settings: &Settings, conn: &ConnInfo) -> bool {
+    match (conn.client, &conn.server) {
+        (Some(peer), _) => settings.trusted_hosts.is_trusted_ip(peer.ip()),
+        (None, PeerAddr::Unix(path)) => settings.trusted_hosts.trusts_unix(path),
+        (None, PeerAddr::Ip(_)) => settings.trusted_hosts.trusts_all(),
+    }
+}
+
+/// Take client, scheme (and, where enabled, host, port and prefix) from a trusted proxy's headers.
+fn apply_proxy_headers(settings: &Settings, headers: &HeaderMap, origin: &mut Origin<'_>) {
+    let info = match settings.proxy_style {
+        ProxyStyle::XForwarded => {
+            let mut info = proxy_headers::forwarded_by_trusted_peer(&settings.trusted_hosts, headers, false);
+            if settings.forwarded_host {
+                info.host = forwarded::x_forwarded_host(headers);
+            }
+            info
+        }
+        ProxyStyle::Forwarded => forwarded::rfc7239(&settings.trusted_hosts, headers, false),
+    };
+    if let Some(scheme) = info.scheme {
+        origin.scheme = scheme;
+    }
+    if let Some((host, port)) = info.client {
+        origin.client = Client::Forwarded(host, port);
+    }
+    if settings.forwarded_host {
+        origin.host = info.host;
+    }
+    if settings.forwarded_port {
+        origin.server_port = forwarded::x_forwarded_port(headers);
+    }
+    if settings.forwarded_prefix {
+        origin.prefix = forwarded::x_forwarded_prefix(headers);
+    }
+}
 
 /// Build the scope and run `app_runner(scope, receive, send)` as a new task on the loop.
 pub(crate) fn start(
@@ -23,21 +64,15 @@ pub(crate) fn start(
     exchange: &ExchangeRef,
 ) -> PyResult<()> {
     let settings = &state.settings;
-    let mut origin = Origin { client: conn.client.map_or(Client::Unknown, Client::Peer), scheme };
-    if settings.proxy_headers {
-        let trusted = match conn.client {
-            Some(peer) => settings.trusted_hosts.is_trusted_ip(peer.ip()),
-            None => settings.trusted_hosts.trusts_all(),
-        };
-        if trusted {
-            let info = proxy_headers::forwarded_by_trusted_peer(&settings.trusted_hosts, &parts.headers, false);
-            if let Some(s) = info.scheme {
-                origin.scheme = s;
-            }
-            if let Some((host, port)) = info.client {
-                origin.client = Client::Forwarded(host, port);
-            }
-        }
+    let mut origin = Origin {
+        client: conn.client.map_or(Client::Unknown, Client::Peer),
+        scheme,
+        host: None,
+        server_port: None,
+        prefix: None,
+    };
+    if settings.proxy_headers && peer_is_trusted(settings, conn) {
+        apply_proxy_headers(settings, &parts.headers, &mut origin);
     }
     let scope = state.scope_template.build(py, conn_scope, parts, conn, &origin, state.lifespan_state.bind(py))?;
     let access = settings.access_log.then(|| AccessInfo::new(&origin, parts, &settings.root_path));

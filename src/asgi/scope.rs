@@ -27,6 +27,12 @@ pub(crate) struct Origin<'a> {
     pub(crate) client: Client,
     /// `http` or `https` (scope `scheme`).
     pub(crate) scheme: &'a str,
+    /// A `host` header value replacing the client's (`--forwarded-host`).
+    pub(crate) host: Option<String>,
+    /// The port of scope `server` as the client saw it (`--forwarded-port`).
+    pub(crate) server_port: Option<u16>,
+    /// A path prefix the proxy removed (`--forwarded-prefix`): put in front of `root_path`.
+    pub(crate) prefix: Option<String>,
 }
 
 /// A scope dict with every key in place, copied for each request.
@@ -84,7 +90,12 @@ impl ScopeTemplate {
         if parts.version != http::Version::HTTP_11 {
             scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
         }
-        scope.set_item(intern!(py, "server"), conn_scope.server(py, conn)?)?;
+        match (origin.server_port, &conn.server) {
+            (Some(port), PeerAddr::Ip(addr)) => {
+                scope.set_item(intern!(py, "server"), (addr.ip().to_string(), port).into_pyobject(py)?)?;
+            }
+            _ => scope.set_item(intern!(py, "server"), conn_scope.server(py, conn)?)?,
+        }
         scope.set_item(intern!(py, "client"), conn_scope.client(py, origin)?)?;
         match origin.scheme {
             "http" => {}
@@ -97,22 +108,30 @@ impl ScopeTemplate {
         // uvicorn: path = root_path + unquote(raw path), raw_path = root_path + raw path.
         let raw_path = parts.uri.path().as_bytes();
         let decoded = percent_decode(raw_path).decode_utf8_lossy();
-        if self.root_path.is_empty() {
+        let root_path = match &origin.prefix {
+            Some(prefix) => {
+                let root = [prefix.as_str(), self.root_path.as_str()].concat();
+                scope.set_item(intern!(py, "root_path"), &root)?;
+                std::borrow::Cow::Owned(root)
+            }
+            None => std::borrow::Cow::Borrowed(self.root_path.as_str()),
+        };
+        if root_path.is_empty() {
             scope.set_item(intern!(py, "path"), decoded.as_ref())?;
             scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
         } else {
-            scope.set_item(intern!(py, "path"), [self.root_path.as_str(), decoded.as_ref()].concat())?;
-            let full_raw = [self.root_path.as_bytes(), raw_path].concat();
+            scope.set_item(intern!(py, "path"), [root_path.as_ref(), decoded.as_ref()].concat())?;
+            let full_raw = [root_path.as_bytes(), raw_path].concat();
             scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full_raw))?;
         }
         let query = parts.uri.query().unwrap_or("");
         scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
-        let headers = headers(py, &parts.headers)?;
+        let headers = headers(py, &parts.headers, origin.host.as_deref())?;
         if parts.version == http::Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
             // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1); applications read `host`.
-            if let Some(authority) = parts.uri.authority() {
-                let host = (PyBytes::new(py, b"host"), PyBytes::new(py, authority.as_str().as_bytes()));
-                headers.insert(0, host)?;
+            let authority = parts.uri.authority().map(|a| a.as_str());
+            if let Some(host) = origin.host.as_deref().or(authority) {
+                headers.insert(0, (PyBytes::new(py, b"host"), PyBytes::new(py, host.as_bytes())))?;
             }
         }
         scope.set_item(intern!(py, "headers"), headers)?;
@@ -209,10 +228,15 @@ fn method<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
 }
 
 /// Request headers as a list of `(name, value)` byte pairs; names arrive lowercased from hyper.
-fn headers<'py>(py: Python<'py>, headers: &http::HeaderMap) -> PyResult<Bound<'py, PyList>> {
+/// `host`, when given, replaces the value of the `host` header.
+fn headers<'py>(py: Python<'py>, headers: &http::HeaderMap, host: Option<&str>) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for (name, value) in headers {
-        let pair = PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?;
+        let value = match host {
+            Some(host) if name == http::header::HOST => host.as_bytes(),
+            _ => value.as_bytes(),
+        };
+        let pair = PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value)])?;
         list.append(pair)?;
     }
     Ok(list)
