@@ -1,13 +1,14 @@
 //! One client connection: the optional TLS handshake, then HTTP/1.1 or HTTP/2 with hyper
 //! (hyper-util's auto builder: ALPN over TLS, the HTTP/2 preface on cleartext, RFC 9113 §3.3).
 
+use std::future::Future;
 use std::future::poll_fn;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
@@ -18,7 +19,7 @@ use crate::net::{ConnInfo, TlsInfo};
 use crate::runtime::io::{Registered, Stream};
 use crate::runtime::timer::HyperTimer;
 use crate::runtime::{self, LocalExec};
-use crate::server::ServerState;
+use crate::server::{ConnectionGuard, ServerState};
 use crate::settings::{Http2Settings, HttpVersions, Settings};
 
 /// How long a client may take to complete the TLS handshake.
@@ -26,7 +27,12 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The protocol stack every connection goes through.
 pub(crate) struct Protocols {
+    /// HTTP/1.1 and HTTP/2 (`--http auto`), told apart by the preface, with HTTP/1.1 upgrades.
     builder: auto::Builder<LocalExec>,
+    /// HTTP/1.1 only (`--http h1`): hyper-util's version filter does not apply to connections
+    /// that may upgrade, so this mode uses hyper's HTTP/1 builder itself.
+    http1: http1::Builder,
+    versions: HttpVersions,
     tls: Option<TlsAcceptor>,
 }
 
@@ -41,12 +47,14 @@ impl Protocols {
             .auto_date_header(settings.date_header)
             .keep_alive(true);
         configure_http2(&mut builder, &settings.http2, settings.date_header);
-        let builder = match settings.http {
-            HttpVersions::Auto => builder,
-            HttpVersions::Http1 => builder.http1_only(),
-            HttpVersions::Http2 => builder.http2_only(),
-        };
-        Self { builder, tls: tls.map(TlsAcceptor::from) }
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(HyperTimer)
+            .header_read_timeout(settings.timeout_keep_alive)
+            .auto_date_header(settings.date_header)
+            .keep_alive(true);
+        let builder = if settings.http == HttpVersions::Http2 { builder.http2_only() } else { builder };
+        Self { builder, http1, versions: settings.http, tls: tls.map(TlsAcceptor::from) }
     }
 
     /// The ALPN protocols to offer over TLS, best first.
@@ -74,19 +82,9 @@ fn configure_http2(builder: &mut auto::Builder<LocalExec>, h2: &Http2Settings, d
         .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(h2.max_local_error_reset_streams)
         .keep_alive_interval(h2.keep_alive_interval)
-        .keep_alive_timeout(h2.keep_alive_timeout);
-}
-
-/// Forgets the connection when its task ends or is cancelled.
-struct ConnGuard {
-    state: Rc<ServerState>,
-    key: usize,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.state.forget_connection(self.key);
-    }
+        .keep_alive_timeout(h2.keep_alive_timeout)
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT).
+        .enable_connect_protocol();
 }
 
 /// Serve one accepted connection until it closes.
@@ -96,7 +94,7 @@ pub(crate) async fn serve<S: Stream + 'static>(
     mut info: ConnInfo,
     key: usize,
 ) {
-    let _guard = ConnGuard { state: state.clone(), key };
+    let _guard = ConnectionGuard { state: state.clone(), key };
     let Some(acceptor) = state.protocols.tls.clone() else {
         return serve_http(&state, stream, Rc::new(info), "http", key).await;
     };
@@ -119,27 +117,46 @@ pub(crate) async fn serve<S: Stream + 'static>(
 
 async fn serve_http<I>(state: &Rc<ServerState>, io: I, info: Rc<ConnInfo>, scheme: &'static str, key: usize)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = AsgiService::new(state.clone(), info, scheme);
-    let mut conn = pin!(state.protocols.builder.serve_connection(io, service));
+    let protocols = &state.protocols;
+    match protocols.versions {
+        HttpVersions::Auto => {
+            let conn = pin!(protocols.builder.serve_connection_with_upgrades(io, service));
+            drive(state, key, conn, |conn| conn.graceful_shutdown()).await;
+        }
+        // HTTP/2 upgrades (extended CONNECT) work per stream, without the upgrade variant.
+        HttpVersions::Http2 => {
+            let conn = pin!(protocols.builder.serve_connection(io, service));
+            drive(state, key, conn, |conn| conn.graceful_shutdown()).await;
+        }
+        HttpVersions::Http1 => {
+            let conn = pin!(protocols.http1.serve_connection(io, service).with_upgrades());
+            drive(state, key, conn, |conn| conn.graceful_shutdown()).await;
+        }
+    }
+}
+
+/// Poll a hyper connection to its end, starting its graceful shutdown when the server's starts:
+/// HTTP/1.1 closes when idle, else after the response; HTTP/2 sends GOAWAY and lets the open
+/// streams finish (RFC 9113 §6.8).
+async fn drive<C, T, E>(state: &ServerState, key: usize, mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>))
+where
+    C: Future<Output = Result<T, E>>,
+{
     let mut shutdown_sent = false;
     // Errors are the client's (reset, malformed request): hyper already answered what it could.
     let _ = poll_fn(|cx| {
         if !shutdown_sent {
             if state.is_shutting_down() {
-                // HTTP/1.1: close when idle, else after the response; HTTP/2: GOAWAY, then
-                // let the open streams finish (RFC 9113 §6.8).
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 shutdown_sent = true;
             } else {
                 state.park_connection(key, cx.waker());
             }
         }
-        match conn.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => Poll::Pending,
-        }
+        conn.as_mut().poll(cx)
     })
     .await;
 }

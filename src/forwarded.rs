@@ -2,6 +2,8 @@
 //! `X-Forwarded-Port` and `X-Forwarded-Prefix`. Only consulted for trusted peers; a malformed
 //! value is ignored whole, never half-applied.
 
+use std::net::IpAddr;
+
 use http::HeaderMap;
 use http::header::HeaderName;
 
@@ -55,8 +57,125 @@ fn is_host(value: &str) -> bool {
     host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
+/// One `forwarded-element` of RFC 7239 §4 (the parameters this server uses).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Element {
+    node: Option<Node>,
+    proto: Option<&'static str>,
+    host: Option<String>,
+}
+
+/// A `for=` node (RFC 7239 §6).
+#[derive(Debug, PartialEq, Eq)]
+enum Node {
+    /// An address, with its port or 0.
+    Ip(IpAddr, u16),
+    /// An obfuscated identifier (`_hidden`).
+    Obfuscated(String),
+    /// `unknown`.
+    Unknown,
+}
+
+/// Parse a whole `Forwarded` field value; `None` if any part of it is malformed.
+fn parse_forwarded(value: &str) -> Option<Vec<Element>> {
+    let mut elements = vec![Element::default()];
+    let mut seen: Vec<String> = Vec::new();
+    let mut rest = value.trim_start_matches([' ', '\t']);
+    while !rest.is_empty() {
+        match rest.as_bytes()[0] {
+            b',' => {
+                elements.push(Element::default());
+                seen.clear();
+                rest = rest[1..].trim_start_matches([' ', '\t']);
+                continue;
+            }
+            b';' => {
+                rest = rest[1..].trim_start_matches([' ', '\t']);
+                continue;
+            }
+            _ => {}
+        }
+        let eq = rest.find('=')?;
+        let name = rest[..eq].to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(is_tchar) || seen.contains(&name) {
+            return None;
+        }
+        rest = &rest[eq + 1..];
+        let (value, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => out.push(chars.next()?.1),
+                    (_, c) => out.push(c),
+                }
+            };
+            (out, &quoted[end + 1..])
+        } else {
+            let end = rest.find([',', ';', ' ', '\t']).unwrap_or(rest.len());
+            let token = &rest[..end];
+            if token.is_empty() || !token.bytes().all(is_tchar) {
+                return None;
+            }
+            (token.to_owned(), &rest[end..])
+        };
+        rest = after.trim_start_matches([' ', '\t']);
+        if !rest.is_empty() && !rest.starts_with([',', ';']) {
+            return None;
+        }
+        let element = elements.last_mut()?;
+        match name.as_str() {
+            "for" => element.node = Some(parse_node(&value)?),
+            "proto" => {
+                element.proto = Some(match value.to_ascii_lowercase().as_str() {
+                    "http" => "http",
+                    "https" => "https",
+                    _ => return None,
+                });
+            }
+            "host" => element.host = Some(value).filter(|h| is_host(h)),
+            _ => {}
+        }
+        seen.push(name);
+    }
+    Some(elements)
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn parse_node(value: &str) -> Option<Node> {
+    if value.eq_ignore_ascii_case("unknown") {
+        return Some(Node::Unknown);
+    }
+    if value.starts_with('_') {
+        return Some(Node::Obfuscated(value.to_owned()));
+    }
+    let (host, port) = match value.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match value.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        },
+    };
+    let ip: IpAddr =
+        if value.starts_with('[') { IpAddr::V6(host.parse().ok()?) } else { IpAddr::V4(host.parse().ok()?) };
+    let port = match port {
+        None => 0,
+        Some(p) if p.starts_with('_') => 0,
+        Some(p) => p.parse().ok()?,
+    };
+    Some(Node::Ip(ip, port))
+}
+
 /// RFC 7239 `Forwarded`, with uvicorn's rules for `X-Forwarded-For` applied to its elements:
-/// walk the `for=` identifiers from the nearest proxy back and take the first one that is not a
+/// walk the `for=` nodes from the nearest proxy back and take the first one that is not a
 /// trusted proxy as the client; `proto=` and `host=` come from the nearest proxy's element.
 pub(crate) fn rfc7239(trusted: &TrustedHosts, headers: &HeaderMap, is_websocket: bool) -> ForwardedInfo {
     let mut joined = String::new();
@@ -67,39 +186,32 @@ pub(crate) fn rfc7239(trusted: &TrustedHosts, headers: &HeaderMap, is_websocket:
         }
         joined.push_str(value);
     }
-    if joined.trim().is_empty() {
-        return ForwardedInfo::default();
-    }
-    let Ok(parsed) = forwarded_header_value::ForwardedHeaderValue::from_forwarded(&joined) else {
-        return ForwardedInfo::default();
-    };
-    let nearest = parsed.proximate();
-    let scheme = nearest.forwarded_proto.map(|proto| match (proto, is_websocket) {
-        (forwarded_header_value::Protocol::Http, false) => "http",
-        (forwarded_header_value::Protocol::Https, false) => "https",
-        (forwarded_header_value::Protocol::Http, true) => "ws",
-        (forwarded_header_value::Protocol::Https, true) => "wss",
+    let Some(elements) = parse_forwarded(&joined) else { return ForwardedInfo::default() };
+    let Some(nearest) = elements.last() else { return ForwardedInfo::default() };
+    let scheme = nearest.proto.map(|proto| match (proto, is_websocket) {
+        ("https", false) => "https",
+        ("https", true) => "wss",
+        (_, false) => "http",
+        (_, true) => "ws",
     });
-    let host = nearest.forwarded_host.as_deref().filter(|h| is_host(h)).map(str::to_owned);
-    let stanzas: Vec<_> = parsed.iter().collect();
     let mut client = None;
-    for stanza in stanzas.iter().rev() {
-        use forwarded_header_value::Identifier;
-        match &stanza.forwarded_for {
-            Some(Identifier::IpAddr(ip)) if trusted.is_trusted_ip(*ip) => continue,
-            Some(Identifier::SocketAddr(addr)) if trusted.is_trusted_ip(addr.ip()) => continue,
-            Some(Identifier::IpAddr(ip)) => client = Some((ip.to_string(), 0)),
-            Some(Identifier::SocketAddr(addr)) => client = Some((addr.ip().to_string(), addr.port())),
-            Some(Identifier::String(name)) => client = Some((name.clone(), 0)),
-            Some(Identifier::Unknown) | None => {}
+    for element in elements.iter().rev() {
+        match &element.node {
+            Some(Node::Ip(ip, _)) if trusted.is_trusted_ip(*ip) => continue,
+            Some(Node::Ip(ip, port)) => client = Some((ip.to_string(), *port)),
+            Some(Node::Obfuscated(name)) => client = Some((name.clone(), 0)),
+            Some(Node::Unknown) | None => {}
         }
         break;
     }
     if client.is_none() && trusted.trusts_all() {
         // Every hop trusted: uvicorn takes the leftmost (remotest) one.
-        client = parsed.remotest().forwarded_for.as_ref().and_then(|id| id.ip()).map(|ip| (ip.to_string(), 0));
+        client = elements.iter().find_map(|e| match e.node {
+            Some(Node::Ip(ip, port)) => Some((ip.to_string(), port)),
+            _ => None,
+        });
     }
-    ForwardedInfo { scheme, client, host }
+    ForwardedInfo { scheme, client, host: nearest.host.clone() }
 }
 
 #[cfg(test)]
@@ -151,6 +263,18 @@ mod tests {
         let h = headers(&[("forwarded", "for=203.0.113.7;;;=")]);
         assert_eq!(rfc7239(&trusted("127.0.0.1"), &h, false).scheme, None);
         assert_eq!(rfc7239(&trusted("127.0.0.1"), &HeaderMap::new(), false), ForwardedInfo::default());
+    }
+
+    #[test]
+    fn forwarded_quoting_and_duplicates() {
+        let h = headers(&[("forwarded", "for=\"203.0.113.7\";proto=\"https\"")]);
+        assert_eq!(rfc7239(&trusted("127.0.0.1"), &h, false).scheme, Some("https"));
+        let h = headers(&[("forwarded", "for=203.0.113.7;proto=http;proto=https")]);
+        assert_eq!(rfc7239(&trusted("127.0.0.1"), &h, false), ForwardedInfo::default());
+        let h = headers(&[("forwarded", "for=203.0.113.7;by=10.0.0.1;secret=\"a,b;c\"")]);
+        assert_eq!(rfc7239(&trusted("127.0.0.1"), &h, false).client, Some(("203.0.113.7".into(), 0)));
+        let h = headers(&[("forwarded", "for=\"203.0.113.7")]);
+        assert_eq!(rfc7239(&trusted("127.0.0.1"), &h, false), ForwardedInfo::default());
     }
 
     #[test]

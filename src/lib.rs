@@ -22,7 +22,9 @@ mod _tricorn {
     #[pymodule_export]
     use crate::asgi::channels::{Receive, Send};
     #[pymodule_export]
-    use crate::server::{ConfigError, NativeServer};
+    use crate::asgi::websocket::{WsReceive, WsSend};
+    #[pymodule_export]
+    use crate::server::{ClientDisconnected, ConfigError, NativeServer};
 
     use pyo3::prelude::*;
 

@@ -22,6 +22,13 @@ use crate::tls;
 
 pyo3::create_exception!(
     _tricorn,
+    ClientDisconnected,
+    pyo3::exceptions::PyOSError,
+    "The client went away: raised by send() on a closed WebSocket (ASGI WebSocket spec 2.4)."
+);
+
+pyo3::create_exception!(
+    _tricorn,
     ConfigError,
     pyo3::exceptions::PyValueError,
     "A setting the server cannot work with (a TLS file, a key that does not fit): one line for the user."
@@ -81,6 +88,19 @@ impl ServerState {
                 Some(parked) if parked.will_wake(waker) => {}
                 _ => slot.waker = Some(waker.clone()),
             }
+        }
+    }
+
+    /// Count a new connection; returns its key in the registry.
+    pub(crate) fn open_connection(&self) -> usize {
+        self.connections.set(self.connections.get() + 1);
+        self.conns.borrow_mut().insert(ConnSlot { task: None, waker: None })
+    }
+
+    /// Record the task serving connection `key`, so that `abort()` can cancel it.
+    pub(crate) fn set_connection_task(&self, key: usize, task: usize) {
+        if let Some(slot) = self.conns.borrow_mut().get_mut(key) {
+            slot.task = Some(task);
         }
     }
 
@@ -281,10 +301,19 @@ where
             return;
         }
     };
-    let key = state.conns.borrow_mut().insert(ConnSlot { task: None, waker: None });
-    state.connections.set(state.connections.get() + 1);
+    let key = state.open_connection();
     let task = runtime::spawn(connection::serve(state.clone(), stream, info, key));
-    if let Some(slot) = state.conns.borrow_mut().get_mut(key) {
-        slot.task = Some(task);
+    state.set_connection_task(key, task);
+}
+
+/// Forgets a connection (HTTP or WebSocket) when the task serving it ends or is cancelled.
+pub(crate) struct ConnectionGuard {
+    pub(crate) state: Rc<ServerState>,
+    pub(crate) key: usize,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.state.forget_connection(self.key);
     }
 }

@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyDictMethods};
 
+use crate::asgi::websocket::WsSettings;
 use crate::proxy_headers::TrustedHosts;
 use crate::tls::TlsOptions;
 
@@ -93,6 +94,10 @@ pub(crate) struct Settings {
     pub(crate) http2: Http2Settings,
     /// TLS, when a certificate is configured.
     pub(crate) tls: Option<TlsOptions>,
+    /// Serve WebSockets (`--ws` other than `none`).
+    pub(crate) ws_enabled: bool,
+    /// WebSocket options.
+    pub(crate) ws: WsSettings,
 }
 
 fn required<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -140,6 +145,8 @@ impl Settings {
             http: http_versions(&required(dict, "http")?.extract::<String>()?)?,
             http2: http2_settings(&required(dict, "http2")?.cast_into::<PyDict>()?)?,
             tls: tls_options(&required(dict, "tls")?)?,
+            ws_enabled: required(dict, "ws")?.extract()?,
+            ws: ws_settings(&required(dict, "ws_settings")?.cast_into::<PyDict>()?)?,
         })
     }
 }
@@ -175,6 +182,19 @@ fn http2_settings(dict: &Bound<'_, PyDict>) -> PyResult<Http2Settings> {
         max_local_error_reset_streams: required(dict, "max_local_error_reset_streams")?.extract()?,
         keep_alive_interval: interval.map(|i| seconds(i, "http2 keep_alive_interval")).transpose()?,
         keep_alive_timeout: seconds(required(dict, "keep_alive_timeout")?.extract()?, "http2 keep_alive_timeout")?,
+    })
+}
+
+fn ws_settings(dict: &Bound<'_, PyDict>) -> PyResult<WsSettings> {
+    let optional_seconds = |key: &str| -> PyResult<Option<Duration>> {
+        let value: Option<f64> = required(dict, key)?.extract()?;
+        value.filter(|v| *v > 0.0).map(|v| seconds(v, key)).transpose()
+    };
+    Ok(WsSettings {
+        max_size: required(dict, "max_size")?.extract()?,
+        max_queue: required(dict, "max_queue")?.extract()?,
+        ping_interval: optional_seconds("ping_interval")?,
+        ping_timeout: optional_seconds("ping_timeout")?,
     })
 }
 

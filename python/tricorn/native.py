@@ -79,4 +79,11 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "http": config.http_versions,
         "http2": dict(config.http2_settings),
         "tls": config.tls_settings,
+        "ws": config.ws != "none",
+        "ws_settings": {
+            "max_size": config.ws_max_size,
+            "max_queue": config.ws_max_queue,
+            "ping_interval": config.ws_ping_interval,
+            "ping_timeout": config.ws_ping_timeout,
+        },
     }

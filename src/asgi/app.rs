@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
 use super::scope::{Client, ConnScope, Origin};
+use super::websocket;
 use crate::forwarded;
 use crate::net::{ConnInfo, PeerAddr};
 use crate::proxy_headers;
@@ -28,13 +29,16 @@ fn peer_is_trusted(settings: &Settings, conn: &ConnInfo) -> bool {
 fn apply_proxy_headers(settings: &Settings, headers: &HeaderMap, origin: &mut Origin<'_>) {
     let info = match settings.proxy_style {
         ProxyStyle::XForwarded => {
-            let mut info = proxy_headers::forwarded_by_trusted_peer(&settings.trusted_hosts, headers, false);
+            let is_websocket = matches!(origin.scheme, "ws" | "wss");
+            let mut info = proxy_headers::forwarded_by_trusted_peer(&settings.trusted_hosts, headers, is_websocket);
             if settings.forwarded_host {
                 info.host = forwarded::x_forwarded_host(headers);
             }
             info
         }
-        ProxyStyle::Forwarded => forwarded::rfc7239(&settings.trusted_hosts, headers, false),
+        ProxyStyle::Forwarded => {
+            forwarded::rfc7239(&settings.trusted_hosts, headers, matches!(origin.scheme, "ws" | "wss"))
+        }
     };
     if let Some(scheme) = info.scheme {
         origin.scheme = scheme;
@@ -53,6 +57,37 @@ fn apply_proxy_headers(settings: &Settings, headers: &HeaderMap, origin: &mut Or
     }
 }
 
+/// Client, scheme and forwarded values of a request, proxy headers applied.
+fn request_origin<'a>(settings: &Settings, conn: &ConnInfo, scheme: &'a str, headers: &HeaderMap) -> Origin<'a> {
+    let mut origin = Origin {
+        client: conn.client.map_or(Client::Unknown, Client::Peer),
+        scheme,
+        host: None,
+        server_port: None,
+        prefix: None,
+    };
+    if settings.proxy_headers && peer_is_trusted(settings, conn) {
+        apply_proxy_headers(settings, headers, &mut origin);
+    }
+    origin
+}
+
+/// Start the application for a WebSocket handshake (ASGI WebSocket spec, "Connection Scope").
+pub(crate) fn start_websocket(
+    py: Python<'_>,
+    state: &Rc<ServerState>,
+    conn: &ConnInfo,
+    conn_scope: &mut ConnScope,
+    scheme: &'static str,
+    parts: &mut Parts,
+) -> PyResult<websocket::WsResponseFuture> {
+    let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
+    let origin = request_origin(&state.settings, conn, ws_scheme, &parts.headers);
+    let scope = state.scope_template.build(py, conn_scope, parts, conn, &origin, state.lifespan_state.bind(py))?;
+    state.scope_template.make_websocket(py, &scope, websocket::subprotocols(&parts.headers))?;
+    websocket::start(py, state, scope, parts)
+}
+
 /// Build the scope and run `app_runner(scope, receive, send)` as a new task on the loop.
 pub(crate) fn start(
     py: Python<'_>,
@@ -64,16 +99,7 @@ pub(crate) fn start(
     exchange: &ExchangeRef,
 ) -> PyResult<()> {
     let settings = &state.settings;
-    let mut origin = Origin {
-        client: conn.client.map_or(Client::Unknown, Client::Peer),
-        scheme,
-        host: None,
-        server_port: None,
-        prefix: None,
-    };
-    if settings.proxy_headers && peer_is_trusted(settings, conn) {
-        apply_proxy_headers(settings, &parts.headers, &mut origin);
-    }
+    let origin = request_origin(settings, conn, scheme, &parts.headers);
     let scope = state.scope_template.build(py, conn_scope, parts, conn, &origin, state.lifespan_state.bind(py))?;
     let access = settings.access_log.then(|| AccessInfo::new(&origin, parts, &settings.root_path));
     let receive = Py::new(py, Receive::new(exchange.clone(), state.clone()))?;

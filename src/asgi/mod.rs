@@ -8,3 +8,4 @@ pub(crate) mod messages;
 pub(crate) mod scope;
 pub(crate) mod service;
 pub(crate) mod task;
+pub(crate) mod websocket;

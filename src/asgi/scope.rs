@@ -151,6 +151,35 @@ impl ScopeTemplate {
     }
 }
 
+impl ScopeTemplate {
+    /// Turn an HTTP scope into a WebSocket one: `type`, `spec_version` 2.4, `subprotocols`, no
+    /// `method`, and the `websocket.http.response` (denial) extension instead of HTTP's.
+    pub(crate) fn make_websocket(
+        &self,
+        py: Python<'_>,
+        scope: &Bound<'_, PyDict>,
+        subprotocols: Vec<String>,
+    ) -> PyResult<()> {
+        scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+        let asgi = PyDict::new(py);
+        asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+        asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+        scope.set_item(intern!(py, "asgi"), asgi)?;
+        scope.del_item(intern!(py, "method"))?;
+        scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
+        let extensions = match scope.get_item(intern!(py, "extensions"))? {
+            Some(extensions) => extensions.cast_into::<PyDict>()?,
+            None => PyDict::new(py),
+        };
+        if extensions.contains(intern!(py, "http.response.trailers"))? {
+            extensions.del_item(intern!(py, "http.response.trailers"))?;
+        }
+        extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+        scope.set_item(intern!(py, "extensions"), extensions)?;
+        Ok(())
+    }
+}
+
 /// Per-connection values of the scope, made once per connection.
 #[derive(Default)]
 pub(crate) struct ConnScope {

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 
 use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
 use super::scope::ConnScope;
-use super::{app, messages};
+use super::{app, messages, websocket};
 use crate::net::ConnInfo;
 use crate::server::ServerState;
 
@@ -70,7 +70,24 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
                 "Payload Too Large",
             )));
         }
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        if state.settings.ws_enabled && websocket::is_upgrade(&parts) {
+            let started = Python::attach(|py| {
+                let mut conn_scope = self.conn_scope.borrow_mut();
+                app::start_websocket(py, state, &self.conn, &mut conn_scope, self.scheme, &mut parts)
+            });
+            return match started {
+                Ok(future) => ResponseFuture::WebSocket(future),
+                Err(err) => {
+                    Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
+                    ResponseFuture::Simple(Some(simple_response(
+                        state,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    )))
+                }
+            };
+        }
         let discard_body = parts.method == Method::HEAD && parts.version == Version::HTTP_2;
         let exchange = Exchange::new(body, state.settings.limit_request_body, discard_body);
         let started = Python::attach(|py| {
@@ -108,6 +125,8 @@ pub(crate) fn simple_response(state: &ServerState, status: StatusCode, text: &'s
 pub(crate) enum ResponseFuture {
     /// A response the server made itself.
     Simple(Option<Response<ResponseBody>>),
+    /// A WebSocket handshake waiting for the application.
+    WebSocket(websocket::WsResponseFuture),
     /// Waiting for the application.
     App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
 }
@@ -118,6 +137,7 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Self::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
+            Self::WebSocket(future) => Pin::new(future).poll(cx),
             Self::App { exchange, state, done } => {
                 let head = match exchange.borrow_mut().poll_head(cx) {
                     Poll::Pending => return Poll::Pending,

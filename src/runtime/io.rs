@@ -6,7 +6,7 @@
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mio::Token;
@@ -18,7 +18,7 @@ use super::reactor::IoSlot;
 pub(crate) struct Registered<S: Source> {
     io: S,
     token: Token,
-    slot: Rc<IoSlot>,
+    slot: Arc<IoSlot>,
 }
 
 impl<S: Source> Registered<S> {
@@ -74,7 +74,7 @@ impl<S: Source> Drop for Registered<S> {
 }
 
 /// A connected byte stream: what hyper reads requests from and writes responses to.
-pub(crate) trait Stream: Source + AsRawFd + Unpin {
+pub(crate) trait Stream: Source + AsRawFd + Unpin + Send {
     /// Write from `buf` without blocking.
     fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
     /// Write from `bufs` (one `writev`) without blocking.

@@ -8,10 +8,13 @@
 //! failed call and the parking of the waker. This saves the `read` that would fail with `EAGAIN`
 //! each time hyper looks for more input (about two per request on a keep-alive connection).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
 
 use mio::event::{Event, Source};
 use mio::{Interest, Registry, Token};
@@ -19,20 +22,20 @@ use slab::Slab;
 
 /// Wakers parked on one registered source.
 pub(crate) struct IoSlot {
-    reader: RefCell<Option<Waker>>,
-    writer: RefCell<Option<Waker>>,
-    readable: Cell<bool>,
-    writable: Cell<bool>,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+    readable: AtomicBool,
+    writable: AtomicBool,
 }
 
 impl Default for IoSlot {
     fn default() -> Self {
         // Unknown at first: try the call.
         Self {
-            reader: RefCell::default(),
-            writer: RefCell::default(),
-            readable: Cell::new(true),
-            writable: Cell::new(true),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+            readable: AtomicBool::new(true),
+            writable: AtomicBool::new(true),
         }
     }
 }
@@ -40,47 +43,39 @@ impl Default for IoSlot {
 impl IoSlot {
     /// Whether a read may succeed (no `WouldBlock` since the last readable edge).
     pub(crate) fn may_read(&self) -> bool {
-        self.readable.get()
+        self.readable.load(Ordering::Acquire)
     }
 
     /// Whether a write may succeed.
     pub(crate) fn may_write(&self) -> bool {
-        self.writable.get()
+        self.writable.load(Ordering::Acquire)
     }
 
     /// A read found the source drained.
     pub(crate) fn clear_readable(&self) {
-        self.readable.set(false);
+        self.readable.store(false, Ordering::Release);
     }
 
     /// A write found the source full.
     pub(crate) fn clear_writable(&self) {
-        self.writable.set(false);
+        self.writable.store(false, Ordering::Release);
     }
 
-    /// Park the waker of a task whose read returned `WouldBlock`.
+    /// Park the waker of a task whose read would block.
     pub(crate) fn park_reader(&self, waker: &Waker) {
-        park(&self.reader, waker);
+        self.reader.register(waker);
     }
 
-    /// Park the waker of a task whose write returned `WouldBlock`.
+    /// Park the waker of a task whose write would block.
     pub(crate) fn park_writer(&self, waker: &Waker) {
-        park(&self.writer, waker);
-    }
-}
-
-fn park(slot: &RefCell<Option<Waker>>, waker: &Waker) {
-    let mut slot = slot.borrow_mut();
-    match slot.as_ref() {
-        Some(parked) if parked.will_wake(waker) => {}
-        _ => *slot = Some(waker.clone()),
+        self.writer.register(waker);
     }
 }
 
 /// Registration of sources with epoll and dispatch of their events.
 pub(crate) struct Reactor {
     registry: Registry,
-    slots: RefCell<Slab<Rc<IoSlot>>>,
+    slots: RefCell<Slab<Arc<IoSlot>>>,
 }
 
 impl Reactor {
@@ -89,8 +84,8 @@ impl Reactor {
     }
 
     /// Register `source` for read and write readiness.
-    pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoSlot>)> {
-        let slot = Rc::new(IoSlot::default());
+    pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Arc<IoSlot>)> {
+        let slot = Arc::new(IoSlot::default());
         let token = Token(self.slots.borrow_mut().insert(slot.clone()));
         if let Err(e) = self.registry.register(source, token, Interest::READABLE | Interest::WRITABLE) {
             self.slots.borrow_mut().remove(token.0);
@@ -115,16 +110,12 @@ impl Reactor {
             return;
         };
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            slot.readable.set(true);
-            if let Some(waker) = slot.reader.borrow_mut().take() {
-                waker.wake();
-            }
+            slot.readable.store(true, Ordering::Release);
+            slot.reader.wake();
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
-            slot.writable.set(true);
-            if let Some(waker) = slot.writer.borrow_mut().take() {
-                waker.wake();
-            }
+            slot.writable.store(true, Ordering::Release);
+            slot.writer.wake();
         }
     }
 }
