@@ -12,6 +12,8 @@ Locations (every unknown path of tests.apps.basic echoes the ASGI scope as JSON)
 ``/rfc/``             RFC 7239 only: ``Forwarded: [client's Forwarded, ]for=..;proto=..;host=..``, X-Forwarded-*
                       removed, ``Host`` the upstream name, prefix stripped
 ``/unbuffered/``      like ``/`` with request and response buffering off (streams both ways), prefix stripped
+``/ws/``              WebSockets: ``Upgrade $http_upgrade``, ``Connection $connection_upgrade`` ("upgrade" when the
+                      client asked for one), X-Forwarded-For/-Proto, ``Host $host``, prefix stripped
 
 ``proxy_next_upstream off``: a failed upstream connection is a 502 for the client, never silently retried.
 """
@@ -48,6 +50,17 @@ def _x_forwarded(host: str = "$host", prefix: str | None = None) -> list[str]:
     if prefix:
         lines.append(f"proxy_set_header X-Forwarded-Prefix {prefix};")
     return lines
+
+
+def _websocket() -> list[str]:
+    """The usual nginx WebSocket proxying: HTTP/1.1 upstream, hop-by-hop Upgrade/Connection passed on explicitly."""
+    return [
+        "proxy_set_header Host $host;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+    ]
 
 
 def _rfc7239() -> list[str]:
@@ -119,6 +132,7 @@ class Nginx:
             *_location("/upstream-host/", target, _x_forwarded(host=UPSTREAM_NAME)),
             *_location("/rfc/", target + "/", _rfc7239()),
             *_location("/unbuffered/", target + "/", _x_forwarded(), unbuffered),
+            *_location("/ws/", target + "/", _websocket()),
         ]
         lines = [
             # As root, nginx would switch its workers to "nobody", who cannot reach the temp dirs or the sockets.
@@ -142,6 +156,8 @@ class Nginx:
             "    proxy_next_upstream off;",
             "    proxy_read_timeout 30s;",
             '    map $http_forwarded $forwarded_chain { "" ""; default "$http_forwarded, "; }',
+            # "upgrade" for a WebSocket handshake, else empty (keeps upstream keep-alive for plain requests).
+            '    map $http_upgrade $connection_upgrade { default upgrade; "" ""; }',
             f"    upstream {UPSTREAM_NAME} {{",
             f"        server {self.upstream};",
             "        keepalive 16;",

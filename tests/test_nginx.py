@@ -8,15 +8,19 @@ is 127.0.0.1 too, so to prove X-Forwarded-For is used it sends its own ``X-Forwa
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import ssl
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.helpers import HOST, IS_UVICORN, ServerProcess
 from tests.nginx import UPSTREAM_NAME, Nginx, nginx_available
@@ -424,3 +428,114 @@ def test_idle_keepalive_race(proxied):
     port_at = dict(ports)
     for i in (10, 22, 34):  # 2.5 s pauses before a GET
         assert port_at[i] != port_at[i - 2], ports
+
+
+# --- WebSockets through nginx (HTTP/1.1 Upgrade proxied with "Upgrade"/"Connection: upgrade") -------------------
+WS_APP = "tests.apps.ws:app"
+
+
+def ws_connect_via(p: Proxied, path: str, tls: bool = False, **kwargs):
+    """A ``websockets`` client to nginx's ``/ws/`` location (ws:// on the plain port, wss:// on the TLS one)."""
+    base = p.nginx.tls_url if tls else p.nginx.url
+    url = base.replace("https://", "wss://").replace("http://", "ws://") + "/ws" + path
+    if tls:
+        kwargs["ssl"] = ssl.create_default_context(cafile=str(p.ca))
+    return connect(url, open_timeout=10, close_timeout=5, proxy=None, **kwargs)
+
+
+def nginx_ctx(p: Proxied) -> str:
+    return p.nginx.error_log[-2000:] + "\n" + p.server.output[-2000:]
+
+
+def ws_scope_via(p: Proxied, tls: bool = False, headers: dict | None = None) -> dict:
+    with ws_connect_via(p, "/scope?q=1", tls=tls, additional_headers=headers) as ws:
+        scope = json.loads(ws.recv(timeout=10))
+    assert scope["type"] == "websocket"
+    assert (scope["path"], scope["query_string"]) == ("/scope", "q=1"), "the /ws prefix is stripped by nginx"
+    return scope
+
+
+@pytest.mark.parametrize("uds", [False, True], ids=["tcp", "uds"])
+def test_websocket_echo_through_nginx(proxied, uds):
+    p = proxied(uds=uds, app=WS_APP)
+    for tls in (False, True):
+        with ws_connect_via(p, "/echo", tls=tls, max_size=None) as ws:
+            for message in ["hello through nginx", "", "héllo ✓", b"\x00\x01\xff", b"", "x" * 70000, b"\xab" * 300_000]:
+                ws.send(message)
+                got = ws.recv(timeout=10)
+                assert type(got) is type(message) and got == message, nginx_ctx(p)
+    # Plain requests still work next to the upgraded connections (Connection "" for them, upstream keep-alive).
+    with p.client() as client:
+        assert client.get("/ws/plain").json()["type"] == "http"
+
+
+def test_websocket_scope_through_nginx_tcp(proxied):
+    p = proxied(app=WS_APP)
+    scope = ws_scope_via(p)
+    assert scope["scheme"] == "ws"
+    assert scope["client"][0] == "127.0.0.1"
+    assert header_values(scope, "x-forwarded-for") == ["127.0.0.1"]
+    assert header_values(scope, "upgrade") == ["websocket"]
+    assert header_values(scope, "host") == ["127.0.0.1"]
+
+    scope = ws_scope_via(p, tls=True, headers={"X-Forwarded-For": SPOOFED})
+    assert header_values(scope, "x-forwarded-proto") == ["https"]
+    assert scope["scheme"] == "wss", "X-Forwarded-Proto https from the trusted nginx makes the scheme wss"
+    assert header_values(scope, "x-forwarded-for") == [f"{SPOOFED}, 127.0.0.1"]
+    assert scope["client"][0] == SPOOFED
+
+    scope = ws_scope_via(p, headers={"X-Forwarded-For": SPOOFED})
+    assert scope["scheme"] == "ws"
+    assert scope["client"][0] == SPOOFED
+
+
+def test_websocket_scope_through_nginx_uds_untrusted(proxied):
+    """Over the unix socket nginx is not trusted by default: the proxy headers are there but not applied."""
+    p = proxied(uds=True, app=WS_APP)
+    scope = ws_scope_via(p, tls=True, headers={"X-Forwarded-For": SPOOFED})
+    assert header_values(scope, "x-forwarded-proto") == ["https"]
+    assert scope["scheme"] == "ws"
+    assert scope["client"] is None or scope["client"][0] in ("", p.uds)
+    assert scope["server"] == [p.uds, None]
+
+
+@tricorn_only
+def test_websocket_scope_through_nginx_uds_trusted(proxied):
+    p = proxied("--forwarded-allow-ips", "unix:", uds=True, app=WS_APP)
+    scope = ws_scope_via(p)
+    assert scope["scheme"] == "ws"
+    assert scope["client"][0] == "127.0.0.1"
+
+    # "203.0.113.7, 127.0.0.1": only the unix peer is trusted, so 127.0.0.1 (the right-most hop) is the client.
+    scope = ws_scope_via(p, tls=True, headers={"X-Forwarded-For": SPOOFED})
+    assert scope["scheme"] == "wss"
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["server"] == [p.uds, None]
+
+
+@pytest.mark.parametrize("uds", [False, True], ids=["tcp", "uds"])
+def test_websocket_close_code_through_nginx(proxied, uds):
+    p = proxied(uds=uds, app=WS_APP)
+    for tls in (False, True):
+        with ws_connect_via(p, "/close?code=4001&reason=go+away", tls=tls) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+        rcvd = info.value.rcvd
+        assert rcvd is not None, ("no close frame reached the client", nginx_ctx(p))
+        assert (rcvd.code, rcvd.reason) == (4001, "go away")
+
+    # The client's close code reaches the app through nginx as well.
+    key = f"nginx-close-{uuid.uuid4().hex[:8]}"
+    with ws_connect_via(p, f"/echo?key={key}") as ws:
+        ws.send("one")
+        assert ws.recv(timeout=10) == "one"
+        ws.close(code=4002, reason="client done")
+    deadline = time.monotonic() + 10
+    while True:
+        with p.client() as client:
+            value = json.loads(client.get("/ws/results", params={"key": key}).text)
+        if value or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert value is not None and value["type"] == "websocket.disconnect", value
+    assert value["code"] == 4002
