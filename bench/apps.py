@@ -1,7 +1,8 @@
 """ASGI apps used by the benchmark harness (bench/run.py).
 
 Every server (tricorn, uvicorn, granian) loads the very same module, e.g.
-``bench.apps:hello``.  All apps are plain ASGI except ``fastapi_app``.
+``bench.apps:hello``.  All apps are plain ASGI except ``fastapi_app``; ``ws_echo``
+is a WebSocket echo (bench/ws_load.py).
 """
 
 import json as _json
@@ -135,3 +136,32 @@ else:
     @fastapi_app.get("/items/{item_id}")
     async def read_item(item_id: int, q: str | None = None):
         return {"item_id": item_id, "q": q}
+
+
+# --------------------------------------------------------------------------
+# WebSocket echo: accept, then send every text / bytes message straight back
+# until the client disconnects (bench/ws_load.py drives it)
+# --------------------------------------------------------------------------
+
+
+async def ws_echo(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["type"] != "websocket":  # plain HTTP: 404
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                await send({"type": "websocket.send", "text": text})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        elif message["type"] == "websocket.disconnect":
+            return

@@ -50,7 +50,7 @@ VERSION_PACKAGES = [
 ]
 
 SERVER_CPU = "0"  # server process and all its threads
-LOADGEN_CPU = "1"  # wrk / h2load
+LOADGEN_CPU = "1"  # wrk / h2load / ws_load.py
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -59,6 +59,10 @@ WRK = shutil.which("wrk") or "/usr/bin/wrk"
 H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
 CURL = shutil.which("curl")  # check request of the HTTP/2 scenarios (http.client is HTTP/1.1 only)
 TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
+# ws-echo: bench/ws_load.py (raw-socket WebSocket ping-pong client) under the tricorn venv's
+# Python (uvloop is installed there)
+WS_LOAD = BENCH / "ws_load.py"
+WS_CLIENT_PY = MAIN_VENV / "bin" / "python"
 
 ECHO_BODY = b"a" * 1024
 
@@ -91,6 +95,7 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 
 H1_SERVERS = ("tricorn", "uvicorn", "granian")  # the wrk scenarios
 H2_SERVERS = ("tricorn", "granian", "hypercorn")  # uvicorn has no HTTP/2
+H2_PROTOS = ("h2c", "h2")
 
 
 @dataclass
@@ -103,7 +108,8 @@ class Scenario:
     lua: bool = False  # POST echo via Lua script
     close: bool = False  # Connection: close (new connection per request)
     track_rss: bool = False  # show RSS before/after in the table
-    # h1: wrk; h2c: h2load, cleartext HTTP/2 by prior knowledge; h2: h2load over TLS (ALPN h2)
+    # h1: wrk; h2c: h2load, cleartext HTTP/2 by prior knowledge; h2: h2load over TLS (ALPN h2);
+    # ws: WebSocket over HTTP/1.1, bench/ws_load.py
     proto: str = "h1"
     servers: tuple[str, ...] = H1_SERVERS  # who takes part
 
@@ -134,6 +140,12 @@ SCENARIOS = [
         proto="h2",
         servers=H2_SERVERS,
     ),
+    Scenario(
+        "ws-echo",
+        "WebSocket echo, 32-byte text messages ping-pong (plain ASGI), bench/ws_load.py",
+        "bench.apps:ws_echo",
+        proto="ws",
+    ),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 SERVERS = ["tricorn", "uvicorn", "granian", "hypercorn"]
@@ -145,24 +157,30 @@ def server_python(server: str) -> Path:
 
 
 def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[str]:
-    """proto: h1 (the wrk scenarios), h2c (HTTP/2 cleartext) or h2 (HTTP/2 over TLS)."""
+    """proto: h1 (the wrk scenarios), h2c (HTTP/2 cleartext), h2 (HTTP/2 over TLS) or ws
+    (WebSocket: permessage-deflate off where there is a flag, see WS_FLAGS)."""
     py = str(server_python(server))
     tls = proto == "h2"
+    ws = WS_FLAGS.get(server, []) if proto == "ws" else []
     if server == "tricorn":
         # HTTP/2 is on by default (--http auto: HTTP/1.1 + h2c prior knowledge, h2 via ALPN)
-        return [
-            py,
-            "-m",
-            "tricorn",
-            app,
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--loop",
-            "uvloop",
-        ] + (["--ssl-certfile", str(CERT_FILE), "--ssl-keyfile", str(KEY_FILE)] if tls else [])
+        return (
+            [
+                py,
+                "-m",
+                "tricorn",
+                app,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--loop",
+                "uvloop",
+            ]
+            + (["--ssl-certfile", str(CERT_FILE), "--ssl-keyfile", str(KEY_FILE)] if tls else [])
+            + ws
+        )
     if server == "hypercorn":
         # no access log unless --access-logfile is given; -w 1 = supervisor + one worker process
         cmd = [py, "-m", "hypercorn", app, "-c", str(HYPERCORN_TOML), "-b", f"{HOST}:{port}"]
@@ -172,7 +190,7 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
             + (["--certfile", str(CERT_FILE), "--keyfile", str(KEY_FILE)] if tls else [])
         )
     if server == "uvicorn":
-        if proto != "h1":
+        if proto in H2_PROTOS:
             raise ValueError("uvicorn has no HTTP/2")
         return [
             py,
@@ -190,7 +208,7 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
             "--no-access-log",
             "--workers",
             "1",
-        ]
+        ] + ws
     if server == "granian":
         return (
             [
@@ -212,10 +230,37 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
                 "1",
                 "--no-access-log",
             ]
-            + (["--http", "2"] if proto != "h1" else [])
+            + (["--http", "2"] if proto in H2_PROTOS else [])
             + (["--ssl-certificate", str(CERT_FILE), "--ssl-keyfile", str(KEY_FILE)] if tls else [])
         )
     raise ValueError(server)
+
+
+# WebSocket compression: tricorn does not implement permessage-deflate yet, so it is off for
+# every server (the client offers no extensions either); granian has no such option.
+WS_FLAGS = {
+    "tricorn": ["--ws-per-message-deflate", "false"],
+    "uvicorn": ["--ws-per-message-deflate", "false"],
+}
+
+
+def ws_load_command(port: int, duration: int, warmup: int, connections: int) -> list[str]:
+    """The WebSocket client's own warm-up is not counted: it prints `# measure start` /
+    `# measure end` around the measured window and a JSON result line at the end."""
+    return [
+        str(WS_CLIENT_PY),
+        str(WS_LOAD),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--connections",
+        str(connections),
+        "--warmup",
+        str(warmup),
+        "--duration",
+        str(duration),
+    ]
 
 
 def wrk_command(sc: Scenario, port: int, duration: float, connections: int, threads: int, latency: bool) -> list[str]:
@@ -417,7 +462,8 @@ def check_response(sc: Scenario, port: int, retry_for: float = 15.0) -> str | No
     supervisor that listens before its worker is ready); None if the answer is right."""
     deadline = time.monotonic() + retry_for
     while True:
-        err = _check_once(sc, port) if sc.proto == "h1" else _check_once_h2(sc, port)
+        check = {"h1": _check_once, "ws": _check_once_ws}.get(sc.proto, _check_once_h2)
+        err = check(sc, port)
         if err is None or not err.startswith("check request failed") or time.monotonic() > deadline:
             return err
         time.sleep(0.5)
@@ -483,6 +529,20 @@ def _check_once_h2(sc: Scenario, port: int) -> str | None:
     if res.get("status_2xx") != 1:
         return f"check request: non-2xx status ({r.stdout.strip()[-300:]})"
     return None
+
+
+def _check_once_ws(sc: Scenario, port: int) -> str | None:
+    """WebSocket handshake, one text and one binary echo, clean close (ws_load.py --check)."""
+    cmd = [str(WS_CLIENT_PY), str(WS_LOAD), "--host", HOST, "--port", str(port), "--path", sc.path, "--check"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "check request failed: ws_load.py --check timed out"
+    if r.returncode == 0:
+        return None
+    out = (r.stdout + r.stderr).strip()[-300:]
+    # connection problems are retried by check_response (server still coming up), wrong answers not
+    return f"check request failed: {out}" if "check failed" in out else f"check request: {out}"
 
 
 class ServerFailed(Exception):
@@ -723,6 +783,105 @@ def measure_h2(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> di
 
 
 # ---------------------------------------------------------------------------
+# ws_load.py (WebSocket)
+# ---------------------------------------------------------------------------
+
+_WS_MAIN_START = "# measure start"
+_WS_MAIN_END = "# measure end"
+
+
+def measure_ws(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
+    """One ws_load.py run (own warm-up, then the measured window); like measure_h2, the
+    server's CPU, CPU 0/1 busy time and the client's CPU are sampled when the client
+    prints that the measured window starts and ends.  Messages are stored under the
+    request keys (`rps` = messages/s, `requests` = messages, `cpu_us_per_req` = CPU µs
+    per message) so --repeat and the ratios work unchanged."""
+    tree = process_tree(proc.pid)
+    rss_before, _ = rss_kb(tree)
+    full = ([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd
+    lg = subprocess.Popen(
+        full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True
+    )
+    _LIVE.append(lg)
+    timed_out = threading.Event()
+
+    def _kill():
+        timed_out.set()
+        stop_process(lg, grace=1.0)
+
+    timer = threading.Timer(args.warmup + args.duration + 60, _kill)
+    timer.start()
+
+    def sample(pids: list[int]) -> dict:  # taskset execs python: lg.pid is the client itself
+        return {
+            "t": time.monotonic(),
+            "cpu": cpu_seconds(pids),
+            "lg": cpu_seconds([lg.pid]),
+            "busy": cpu_busy_seconds(SERVER_CPU),
+            "lbusy": cpu_busy_seconds(LOADGEN_CPU),
+        }
+
+    lines: list[str] = []
+    s0 = s1 = None
+    tree_after = tree
+    try:
+        for line in lg.stdout:
+            if s0 is None and line.startswith(_WS_MAIN_START):
+                s0 = sample(tree)
+            elif s0 is not None and s1 is None and line.startswith(_WS_MAIN_END):
+                tree_after = process_tree(proc.pid)
+                s1 = sample(sorted(set(tree) | set(tree_after)))
+            lines.append(line)
+        rc = lg.wait()
+    finally:
+        timer.cancel()
+    if lg in _LIVE:
+        _LIVE.remove(lg)
+    out = "".join(lines)
+    rss_after, hwm_after = rss_kb(process_tree(proc.pid) or tree_after)
+    m: dict = {"ws_load_output": out}
+    if timed_out.is_set():
+        m["error"] = "ws_load.py timed out"
+        return m
+    if proc.poll() is not None:
+        m["error"] = f"server died during the run (rc={proc.returncode})"
+        return m
+    try:
+        res = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        res = {}
+    if rc != 0 or not res or res.get("error"):
+        m["error"] = f"ws_load.py failed (rc={rc}): {out.strip()[-500:]}"
+        return m
+    if s0 is None or s1 is None:
+        m["error"] = f"ws_load.py never printed {_WS_MAIN_START!r} / {_WS_MAIN_END!r}"
+        return m
+    m["ws_load"] = res
+    for k in ("mean_ms", "p50_ms", "p99_ms", "max_ms", "latency_samples", "impl", "loop"):
+        m[k] = res.get(k)
+    m["rps"] = res["msgs_per_s"]
+    m["requests"] = res["messages"]
+    wall = s1["t"] - s0["t"]
+    cpu = s1["cpu"] - s0["cpu"]
+    lg_cpu = s1["lg"] - s0["lg"]
+    m["wall_s"] = round(wall, 3)
+    m["cpu_s"] = round(cpu, 3)
+    m["cpu_util"] = round(cpu / wall, 3) if wall else None
+    if sc.pinned and s0["busy"] is not None and s1["busy"] is not None and wall:
+        m["other_load_on_server_cpu"] = round(max(0.0, (s1["busy"] - s0["busy"]) - cpu) / wall, 3)
+    m["ws_load_cpu_util"] = round(lg_cpu / wall, 3) if wall else None
+    if sc.pinned and s0["lbusy"] is not None and s1["lbusy"] is not None and wall:
+        m["other_load_on_loadgen_cpu"] = round(max(0.0, (s1["lbusy"] - s0["lbusy"]) - lg_cpu) / wall, 3)
+    m["cpu_us_per_req"] = round(cpu * 1e6 / m["requests"], 2) if m["requests"] else None
+    m["rss_before_kb"] = rss_before
+    m["rss_after_kb"] = rss_after
+    m["rss_hwm_after_kb"] = hwm_after
+    if not m["requests"]:
+        m["error"] = "ws_load.py: no messages echoed in the measured window"
+    return m
+
+
+# ---------------------------------------------------------------------------
 # one measurement
 # ---------------------------------------------------------------------------
 
@@ -800,9 +959,10 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         if sc.pinned:
             rec["affinity_start"] = verify_affinity(tree, SERVER_CPU)
 
-        h2 = sc.proto != "h1"
-        if not h2:
-            # warm-up (not recorded); h2load warms up itself (--warm-up-time)
+        h2 = sc.proto in H2_PROTOS
+        ws = sc.proto == "ws"
+        if not (h2 or ws):
+            # warm-up (not recorded); h2load (--warm-up-time) and ws_load.py warm up themselves
             wcmd = wrk_command(sc, port, args.warmup, args.connections, args.threads, False)
             rc, out = run_wrk(wcmd, sc.pinned, args.warmup)
             if rc != 0:
@@ -818,12 +978,15 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         if h2:
             cmd = h2load_command(sc, port, args.duration, args.warmup, args.h2_connections, args.h2_streams)
             rec["h2load_cmd"] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
+        elif ws:
+            cmd = ws_load_command(port, args.duration, args.warmup, args.ws_connections)
+            rec["ws_load_cmd"] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
         else:
             cmd = wrk_command(sc, port, args.duration, args.connections, args.threads, True)
             rec["wrk_cmd"] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
         attempts = []
         for i in range(args.repeat):
-            m = measure_h2(proc, sc, cmd, args) if h2 else measure(proc, sc, cmd, args)
+            m = (measure_h2 if h2 else measure_ws if ws else measure)(proc, sc, cmd, args)
             if m.get("error"):
                 rec.update(m)
                 rec["error"] = m["error"] + ("" if proc.poll() is None else f"\nserver log tail:\n{tail(logfile)}")
@@ -840,10 +1003,10 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
                     k: a.get(k)
                     for k in (
                         "rps",
-                        *(("mean_ms", "max_ms") if h2 else ("p50_ms", "p99_ms")),
+                        *(("mean_ms", "max_ms") if h2 else ("mean_ms", "p99_ms") if ws else ("p50_ms", "p99_ms")),
                         "cpu_us_per_req",
                         "other_load_on_server_cpu",
-                        "h2load_cpu_util" if h2 else "wrk_cpu_util",
+                        "h2load_cpu_util" if h2 else "ws_load_cpu_util" if ws else "wrk_cpu_util",
                         "other_load_on_loadgen_cpu",
                     )
                 }
@@ -853,9 +1016,16 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
             rec["affinity_end"] = verify_affinity(process_tree(proc.pid), SERVER_CPU)
         errs = rec.get("socket_errors") or {}
         warnings = []
-        if not h2 and (rec["non_2xx"] or any(errs.values())):  # h2load: failed requests fail the row
+        # h2load: failed requests fail the row; ws_load.py: any error does
+        if not (h2 or ws) and (rec["non_2xx"] or any(errs.values())):
             warnings.append(f"non-2xx={rec['non_2xx']} socket errors={errs}")
-        lg_name, lg_util = ("h2load", rec.get("h2load_cpu_util")) if h2 else ("wrk", rec.get("wrk_cpu_util"))
+        lg_name, lg_util = (
+            ("h2load", rec.get("h2load_cpu_util"))
+            if h2
+            else ("ws_load.py", rec.get("ws_load_cpu_util"))
+            if ws
+            else ("wrk", rec.get("wrk_cpu_util"))
+        )
         if (rec.get("other_load_on_server_cpu") or 0) > 0.1:
             warnings.append(f"other load on CPU {SERVER_CPU}: {rec['other_load_on_server_cpu']:.2f} of a core")
         if (rec.get("other_load_on_loadgen_cpu") or 0) > 0.1:
@@ -874,13 +1044,15 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
                 f" pinned {a2['threads']} threads/{a2['processes']} procs "
                 f"{'OK' if a1['ok'] and a2['ok'] else 'MISMATCH'}"
             )
-        lat = (
-            f"mean {rec['mean_ms']:.2f} ms max {rec['max_ms']:.2f} ms"
-            if h2
-            else f"p50 {rec['p50_ms']:.2f} ms p99 {rec['p99_ms']:.2f} ms"
-        )
+        if h2:
+            lat = f"mean {rec['mean_ms']:.2f} ms max {rec['max_ms']:.2f} ms"
+        elif ws:
+            lat = f"mean {rec['mean_ms']:.3f} ms p99 {rec['p99_ms']:.3f} ms client cpu {rec['ws_load_cpu_util']:.2f}"
+        else:
+            lat = f"p50 {rec['p50_ms']:.2f} ms p99 {rec['p99_ms']:.2f} ms"
+        unit = "msg" if ws else "req"
         log(
-            f"{sc.name} / {server}: {rec['rps']:.0f} req/s {lat} cpu {rec['cpu_us_per_req']} us/req "
+            f"{sc.name} / {server}: {rec['rps']:.0f} {unit}/s {lat} cpu {rec['cpu_us_per_req']} us/{unit} "
             f"(util {rec['cpu_util']:.2f}){aff}" + (f" WARNING {rec['warning']}" if rec.get("warning") else "")
         )
         return rec
@@ -1023,7 +1195,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     o = meta["options"]
     selected = [SCENARIO_BY_NAME[n] for n in o["scenarios"]]
     has_h1 = any(sc.proto == "h1" for sc in selected)
-    has_h2 = any(sc.proto != "h1" for sc in selected)
+    has_h2 = any(sc.proto in H2_PROTOS for sc in selected)
+    has_ws = any(sc.proto == "ws" for sc in selected)
     L = []
     L.append("# tricorn benchmark results\n")
     L.append(f"Generated {meta['date']} by `bench/run.py` (`{meta['argv']}`); raw numbers in `results.json`.\n")
@@ -1043,6 +1216,11 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         L.append(f"- Load generator: {m.get('wrk', 'wrk')}")
     if has_h2:
         L.append(f"- Load generator (HTTP/2 scenarios): {m.get('h2load', 'h2load')}")
+    if has_ws:
+        L.append(
+            "- Load generator (`ws-echo`): `bench/ws_load.py` (raw sockets, pre-built masked frames, "
+            "uvloop) under the tricorn venv's Python"
+        )
     L.append(f"- tricorn git: {m.get('tricorn_git')}\n")
     L.append("## Software\n")
     for label, key in (("tricorn venv (`.venv`)", "main"), ("peers venv (`bench/.venv-peers`)", "peers")):
@@ -1101,6 +1279,19 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "uvicorn has no HTTP/2 and is left out. TLS: `bench/.certs/server.pem` / `server.key` "
             "(P-256, PKCS#8) from `certs/make-dev-certs.sh`, TLS 1.3 as negotiated by h2load."
         )
+    if has_ws:
+        L.append(
+            f"- `ws-echo`: one check connection (`ws_load.py --check`: handshake, a text and a binary "
+            f"message echoed exactly, clean close), then `ws_load.py --connections {o.get('ws_connections', 16)} "
+            f"--warmup {o['warmup']} --duration {o['duration']}`: {o.get('ws_connections', 16)} WebSocket "
+            "connections, each sending a 32-byte text message and waiting for its echo, in a loop; the "
+            "client warms up itself and server CPU is sampled when it says the measured window starts and "
+            "ends. messages/s = echoes completed in that window; latency = send-to-echo time of every 10th "
+            "message (mean, p99). `client` = the client's CPU seconds / wall seconds (it must stay well "
+            "below 1.00, else it is the bottleneck; > 0.9 is flagged). No extensions are offered and "
+            "permessage-deflate is off where there is a flag (tricorn has no compression yet). uvicorn "
+            "uses its default WebSocket implementation (`--ws auto`: websockets' sans-I/O protocol)."
+        )
     L.append(
         "- Ratios: `tricorn / X` for req/s (>1 = tricorn faster) and for CPU per request (<1 = tricorn cheaper).\n"
     )
@@ -1119,9 +1310,9 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             f"--timeout 10s --latency http://127.0.0.1:PORT/PATH"
         )
     for sc in selected:
-        if sc.proto == "h1":
+        if sc.proto not in H2_PROTOS:
             continue
-        if has_h1 or sc is not next(x for x in selected if x.proto != "h1"):
+        if has_h1 or sc is not next(x for x in selected if x.proto in H2_PROTOS):
             L.append("")
         L.append(f"# ---- {sc.name} ----")
         for s in meta["options"]["servers"]:
@@ -1134,11 +1325,25 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             sc, 8000, o["duration"], o["warmup"], o.get("h2_connections", 10), o.get("h2_streams", 10)
         )
         L.append(f"taskset -c {LOADGEN_CPU} " + shlex.join(["h2load"] + h2cmd[1:]).replace(":8000", ":PORT"))
+    if has_ws:
+        if has_h1 or has_h2:
+            L.append("")
+        L.append("# ---- ws-echo ----")
+        for s in meta["options"]["servers"]:
+            if s not in H1_SERVERS:
+                continue
+            L.append(f"# {s}")
+            L.append(f"taskset -c {SERVER_CPU} " + shlex.join(server_command(s, "bench.apps:ws_echo", 8000, "ws")))
+        L.append("# load")
+        wcmd = ws_load_command(8000, o["duration"], o["warmup"], o.get("ws_connections", 16))
+        wcmd[:2] = [".venv/bin/python", "bench/ws_load.py"]
+        L.append(f"taskset -c {LOADGEN_CPU} " + shlex.join(wcmd).replace(" 8000", " PORT"))
     L.append("```")
     L.append(
         "Servers run with cwd = repo root and `PYTHONPATH=<repo root>`. "
         "Exact per-run command lines are in `results.json` (`server_cmd`, `wrk_cmd`"
         + (", `h2load_cmd`" if has_h2 else "")
+        + (", `ws_load_cmd`" if has_ws else "")
         + ").\n"
     )
 
@@ -1146,21 +1351,26 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     for sc in [SCENARIO_BY_NAME[n] for n in meta["options"]["scenarios"]]:
         L.append(f"## {sc.name}: {sc.title}\n")
         L.append(
-            f"`{sc.app}`, {'POST' if sc.lua else 'GET'} `{sc.path}`"
+            f"`{sc.app}`, {'POST' if sc.lua else 'WebSocket' if sc.proto == 'ws' else 'GET'} `{sc.path}`"
             + (" with `Connection: close`" if sc.close else "")
             + ("" if sc.pinned else ", **unpinned**")
             + {
                 "h1": "",
                 "h2c": ", HTTP/2 cleartext by prior knowledge (h2c), h2load",
                 "h2": ", HTTP/2 over TLS (ALPN h2), h2load",
+                "ws": f", {o.get('ws_connections', 16)} connections × 32-byte text ping-pong, `bench/ws_load.py`",
             }[sc.proto]
             + ("; uvicorn has no HTTP/2 (not run)" if "uvicorn" in o["servers"] and "uvicorn" not in sc.servers else "")
             + "\n"
         )
-        h2 = sc.proto != "h1"
+        h2 = sc.proto in H2_PROTOS
+        ws = sc.proto == "ws"
         if h2:
             hdr = "| server | req/s | requests (all 2xx) | mean | max | CPU µs/req | util |"
             sep = "|---|---:|---:|---:|---:|---:|---:|"
+        elif ws:
+            hdr = "| server | messages/s | messages | mean | p99 | CPU µs/msg | util | client CPU |"
+            sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
         else:
             hdr = "| server | req/s | p50 | p99 | CPU µs/req | util |"
             sep = "|---|---:|---:|---:|---:|---:|"
@@ -1178,7 +1388,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                 lines = [x.strip() for x in (r.get("error") or "failed").splitlines() if x.strip()]
                 err = lines[0][:150] + (f" … {lines[-1][:150]}" if len(lines) > 1 else "")
                 err = err.replace("|", "\\|")
-                cols = 5 + (4 if sc.track_rss else 0) + (1 if h2 else 0)
+                cols = 5 + (4 if sc.track_rss else 0) + (1 if h2 else 2 if ws else 0)
                 L.append(f"| {s} | " + " | ".join(["–"] * cols) + f" | FAILED: {err} |")
                 continue
             if h2:
@@ -1186,6 +1396,12 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                     f"| {s} | {r['rps']:,.0f} | {r['succeeded']:,} | {_num(r['mean_ms'], '.2f')} ms | "
                     f"{_num(r['max_ms'], '.2f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
                     f"{_num(r['cpu_util'], '.2f')} |"
+                )
+            elif ws:
+                row = (
+                    f"| {s} | {r['rps']:,.0f} | {r['requests']:,} | {_num(r['mean_ms'], '.3f')} ms | "
+                    f"{_num(r['p99_ms'], '.3f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
+                    f"{_num(r['cpu_util'], '.2f')} | {_num(r.get('ws_load_cpu_util'), '.2f')} |"
                 )
             else:
                 row = (
@@ -1214,7 +1430,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                     f"{_ratio(t['cpu_us_per_req'], p['cpu_us_per_req'])} |"
                 )
         if ratios:
-            L += ["", "| ratio | req/s | CPU per request |", "|---|---:|---:|"] + ratios
+            head = "| ratio | messages/s | CPU per message |" if ws else "| ratio | req/s | CPU per request |"
+            L += ["", head, "|---|---:|---:|"] + ratios
         L.append("")
     (out_dir / "RESULTS.md").write_text("\n".join(L) + "\n")
 
@@ -1246,6 +1463,9 @@ def parse_args(argv=None):
     ap.add_argument(
         "--h2-streams", type=int, default=10, help="h2load concurrent streams per connection (-m, default 10)"
     )
+    ap.add_argument(
+        "--ws-connections", type=int, default=16, help="ws-echo: WebSocket connections of ws_load.py (default 16)"
+    )
     ap.add_argument("--start-timeout", type=float, default=30)
     ap.add_argument("--out", type=Path, default=BENCH, help="directory for RESULTS.md / results.json (default bench/)")
     ap.add_argument(
@@ -1276,8 +1496,11 @@ def main(argv=None) -> int:
     if any(sc.proto == "h1" for sc in selected) and not os.path.exists(WRK):
         print("wrk not found (apt-get install wrk)", file=sys.stderr)
         return 2
-    if any(sc.proto != "h1" for sc in selected) and not os.path.exists(H2LOAD):
+    if any(sc.proto in H2_PROTOS for sc in selected) and not os.path.exists(H2LOAD):
         print("h2load not found (apt-get install nghttp2-client)", file=sys.stderr)
+        return 2
+    if any(sc.proto == "ws" for sc in selected) and not WS_CLIENT_PY.exists():
+        print(f"{WS_CLIENT_PY} missing: ws-echo runs bench/ws_load.py with the tricorn venv's Python", file=sys.stderr)
         return 2
     (BENCH / "post.lua").write_text(POST_LUA)
     if "hypercorn" in args.servers:
@@ -1320,6 +1543,7 @@ def main(argv=None) -> int:
             "threads": args.threads,
             "h2_connections": args.h2_connections,
             "h2_streams": args.h2_streams,
+            "ws_connections": args.ws_connections,
             "hypercorn_worker_class": HYPERCORN_WORKER,
             "repeat": args.repeat,
         },
