@@ -4,10 +4,11 @@
 //! tries the system call first and parks the task's waker only on `WouldBlock`.
 
 use std::io::{self, IoSlice, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use mio::Token;
 use mio::event::Source;
@@ -103,6 +104,34 @@ macro_rules! impl_stream {
 
 impl_stream!(mio::net::TcpStream, mio::net::UnixStream);
 
+impl<S: Stream> Registered<S> {
+    /// Read into the unfilled bytes at `buf`; clears readiness after a short read, which
+    /// drained the socket (data arriving later raises a new edge).
+    ///
+    /// # Safety
+    /// `buf` must be valid for writes; its bytes may be uninitialised.
+    unsafe fn poll_read_into(&self, cx: &mut Context<'_>, buf: &mut [MaybeUninit<u8>]) -> Poll<io::Result<usize>> {
+        let (ptr, len) = (buf.as_mut_ptr().cast::<libc::c_void>(), buf.len());
+        let n = ready!(self.poll_read_with(cx, |io| {
+            // SAFETY: the caller guarantees `ptr..ptr + len` is writable.
+            let n = unsafe { libc::read(io.as_raw_fd(), ptr, len) };
+            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
+        }))?;
+        if n > 0 && n < len {
+            self.slot.clear_readable();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Shut the write half down; a peer that already left is not an error.
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self.io.shutdown_write() {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
+}
+
 impl<S: Stream> hyper::rt::Read for Registered<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -112,20 +141,7 @@ impl<S: Stream> hyper::rt::Read for Registered<S> {
         // SAFETY: `read(2)` only writes into the unfilled part, and `advance` is called with
         // exactly the count the kernel reports as written.
         unsafe {
-            let unfilled = buf.as_mut();
-            let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
-            let n = match self.poll_read_with(cx, |io| {
-                let n = libc::read(io.as_raw_fd(), ptr, len);
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
-            }) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            // A short read drained the socket; data arriving later raises a new edge.
-            if n > 0 && n < len {
-                self.slot.clear_readable();
-            }
+            let n = ready!(self.poll_read_into(cx, buf.as_mut()))?;
             buf.advance(n);
         }
         Poll::Ready(Ok(()))
@@ -154,10 +170,7 @@ impl<S: Stream> hyper::rt::Write for Registered<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(match self.io.shutdown_write() {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            other => other,
-        })
+        Poll::Ready(Registered::shutdown_write(&self))
     }
 }
 
@@ -167,19 +180,7 @@ impl<S: Stream> tokio::io::AsyncRead for Registered<S> {
         // SAFETY: `read(2)` only writes into the unfilled part; exactly the bytes the kernel
         // reports as written are marked initialised and filled.
         unsafe {
-            let unfilled = buf.unfilled_mut();
-            let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
-            let n = match self.poll_read_with(cx, |io| {
-                let n = libc::read(io.as_raw_fd(), ptr, len);
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
-            }) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            if n > 0 && n < len {
-                self.slot.clear_readable();
-            }
+            let n = ready!(self.poll_read_into(cx, buf.unfilled_mut()))?;
             buf.assume_init(n);
             buf.advance(n);
         }
@@ -209,9 +210,6 @@ impl<S: Stream> tokio::io::AsyncWrite for Registered<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(match self.io.shutdown_write() {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            other => other,
-        })
+        Poll::Ready(Registered::shutdown_write(&self))
     }
 }
