@@ -19,8 +19,11 @@ pub(super) const SEND_HIGH_WATER: usize = 64 * 1024;
 
 /// How the application answered the handshake.
 pub(super) enum Decision {
+    /// `websocket.accept`: switch protocols, with the chosen subprotocol and extra headers.
     Accept { subprotocol: Option<String>, headers: HeaderMap },
+    /// Refuse with a bare status: 403 for `websocket.close`, 500 when the app gave no answer.
     Reject(StatusCode),
+    /// The denial extension's response head; its body collects in `WsState::denial_body`.
     Respond { status: StatusCode, headers: HeaderMap },
 }
 
@@ -39,20 +42,28 @@ pub(super) enum Stage {
 /// State shared by the application's callables, the handshake response and the socket task.
 pub(super) struct WsState {
     pub(super) stage: Stage,
+    /// `websocket.connect` was handed to the app.
     pub(super) connect_delivered: bool,
+    /// The handshake answer, until the response future takes it.
     pub(super) decision: Option<Decision>,
     pub(super) denial_body: BytesMut,
+    /// Wakes the handshake response future.
     pub(super) head_waker: Option<Waker>,
+    /// Client messages not yet received by the app (at most `max_queue`).
     pub(super) inbox: VecDeque<Message>,
     pub(super) max_queue: usize,
     /// Close code and reason once the connection ended (for `websocket.disconnect`).
     pub(super) closed: Option<(u16, String)>,
+    /// A `receive()` waiting for a message (an asyncio future).
     pub(super) receive_waiter: Option<Py<PyAny>>,
+    /// App messages not yet handed to tungstenite, and their size.
     pub(super) outbox: VecDeque<Message>,
     pub(super) outbox_bytes: usize,
+    /// A `send()` waiting for the outbox to drain (an asyncio future).
     pub(super) send_waiter: Option<Py<PyAny>>,
     /// Close frame the application asked for, not yet sent.
     pub(super) app_close: Option<(u16, String)>,
+    /// Wakes the socket task when the app queued something or made room in the inbox.
     pub(super) socket_waker: Option<Waker>,
 }
 
