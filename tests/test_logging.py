@@ -5,7 +5,7 @@ import re
 import httpx
 import pytest
 
-from tests.helpers import RawClient, ServerProcess, wait_until
+from tests.helpers import SERVER_NAME, RawClient, ServerProcess, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -133,4 +133,21 @@ def test_log_config_file_with_the_formatter_classes(start_server, tmp_path, suff
         assert c.request("GET", "/scope?x=1").status == 200
     line = rf"CUSTOM-ACCESS 127\.0\.0\.1:{local_port} GET /scope\?x=1 HTTP/1\.1 200 OK"
     wait_until(lambda: re.search(line, s.stdout), 10, message=f"custom access line in:\n{s.output}")
+    assert "CUSTOM-DEFAULT INFO:" in s.stderr
+
+
+@pytest.mark.skipif(SERVER_NAME == "uvicorn", reason="checks that tricorn serves uvicorn's own log configs")
+def test_a_uvicorn_log_config_keeps_working(start_server, tmp_path):
+    import json
+
+    config = _log_config("uvicorn")
+    config["formatters"]["access"]["fmt"] = "UVICORN-STYLE %(client_addr)s %(request_line)s %(status_code)s"
+    path = tmp_path / "uvicorn-logging.json"
+    path.write_text(json.dumps(config))
+    s = start_server("tests.apps.basic:app", "--log-config", str(path))
+    with RawClient(port=s.port) as c:
+        local_port = c.sock.getsockname()[1]
+        assert c.request("GET", "/scope").status == 200
+    line = rf"UVICORN-STYLE 127\.0\.0\.1:{local_port} GET /scope HTTP/1\.1 200 OK"
+    wait_until(lambda: re.search(line, s.stdout), 10, message=f"uvicorn-style access line in:\n{s.output}")
     assert "CUSTOM-DEFAULT INFO:" in s.stderr

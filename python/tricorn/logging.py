@@ -162,6 +162,30 @@ class AccessFormatter(ColourizedFormatter):
         return super().formatMessage(recordcopy)
 
 
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def from_uvicorn(config: dict[str, Any]) -> dict[str, Any]:
+    """Make a uvicorn logging dictConfig serve tricorn too.
+
+    Formatter classes named `uvicorn.logging.*` become tricorn's (same arguments, same output), so the
+    config loads without uvicorn installed, and each `uvicorn*` logger's settings are copied to the matching
+    `tricorn*` logger (unless the config sets that one too), so the messages tricorn logs go where the
+    config sends uvicorn's.
+    """
+    config = deepcopy(config)
+    for formatter in (config.get("formatters") or {}).values():
+        for key in ("()", "class"):
+            if isinstance(formatter, dict) and str(formatter.get(key, "")).startswith("uvicorn.logging."):
+                formatter[key] = "tricorn.logging." + formatter[key].removeprefix("uvicorn.logging.")
+    loggers = config.get("loggers") or {}
+    for name in UVICORN_LOGGERS:
+        twin = "tricorn" + name.removeprefix("uvicorn")
+        if name in loggers and twin not in loggers:
+            loggers[twin] = deepcopy(loggers[name])
+    return config
+
+
 def configure_logging(
     log_config: dict[str, Any] | str | RawConfigParser | IO[Any] | None,
     log_level: str | int | None,
@@ -177,17 +201,17 @@ def configure_logging(
             for formatter in ("default", "access"):
                 if formatter in log_config.get("formatters", {}):
                     log_config["formatters"][formatter]["use_colors"] = use_colors
-        logging.config.dictConfig(log_config)
+        logging.config.dictConfig(from_uvicorn(log_config))
     elif isinstance(log_config, str) and log_config.endswith(".json"):
         with open(log_config) as file:
-            logging.config.dictConfig(json.load(file))
+            logging.config.dictConfig(from_uvicorn(json.load(file)))
     elif isinstance(log_config, str) and log_config.endswith((".yaml", ".yml")):
         try:
             import yaml
         except ImportError as exc:
             raise ImportError("Install the PyYAML package to use `--log-config` with YAML files.") from exc
         with open(log_config) as file:
-            logging.config.dictConfig(yaml.safe_load(file))
+            logging.config.dictConfig(from_uvicorn(yaml.safe_load(file)))
     elif log_config is not None:
         logging.config.fileConfig(log_config, disable_existing_loggers=False)
 
