@@ -224,7 +224,25 @@ class Closed(Exception):
     pass
 
 
-class RawClient:
+class SocketClient:
+    """Closes `self.sock` on `close()` and at the end of a `with` block."""
+
+    sock: socket.socket
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RawClient(SocketClient):
     def __init__(
         self,
         host: str = HOST,
@@ -348,18 +366,6 @@ class RawClient:
             if not data:
                 return True
         return False
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def build_request(

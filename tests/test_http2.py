@@ -32,7 +32,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tests.helpers import HOST, IS_UVICORN, RawClient, ServerProcess, graceful_exit_codes, wait_until
+from tests.helpers import HOST, IS_UVICORN, RawClient, ServerProcess, SocketClient, graceful_exit_codes, wait_until
 
 pytestmark = pytest.mark.skipif(IS_UVICORN, reason="uvicorn does not speak HTTP/2")
 
@@ -65,7 +65,7 @@ class Stream:
         return self.ended or self.reset is not None
 
 
-class H2Raw:
+class H2Raw(SocketClient):
     """HTTP/2 over a plain socket, frame by frame.
 
     Answers SETTINGS and PING, and by default returns flow-control credit for all data received (except on
@@ -254,18 +254,6 @@ class H2Raw:
         while not self.closed and time.monotonic() < deadline:
             self.pump(min(0.5, deadline - time.monotonic()))
         return self.closed
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def h2_get(port: int, path: str = "/") -> httpx.Response:

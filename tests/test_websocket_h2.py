@@ -24,7 +24,7 @@ import h2.events
 import h2.settings
 import pytest
 
-from tests.helpers import HOST, IS_UVICORN, ServerProcess
+from tests.helpers import HOST, IS_UVICORN, ServerProcess, SocketClient
 
 pytestmark = pytest.mark.skipif(IS_UVICORN, reason="uvicorn does not speak HTTP/2")
 
@@ -102,7 +102,7 @@ class H2Stream:
         return dict(self.headers or []).get(name)
 
 
-class H2Client:
+class H2Client(SocketClient):
     def __init__(self, port: int, tls_certs=None, timeout: float = 10.0):
         self.port = port
         raw = socket.create_connection((HOST, port), timeout=timeout)
@@ -272,18 +272,6 @@ class H2Client:
         stream = self.streams[sid]
         self.until(lambda: stream.ended or stream.reset is not None, timeout, f"end of stream {sid}")
         return stream
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def results(client: H2Client, key: str):
