@@ -5,6 +5,7 @@
 mod asgi;
 mod connection;
 mod forwarded;
+mod http3;
 mod net;
 mod proxy_headers;
 mod runtime;

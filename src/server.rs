@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::Waker;
 
+use http::HeaderValue;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -14,10 +15,11 @@ use crate::asgi::awaitable::Done;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::task::TaskSpawner;
 use crate::connection::{self, Protocols};
+use crate::http3::{self, QuicConfigs};
 use crate::net::{Accepted, ConnInfo, Listener, PeerAddr, backoff, is_connection_error};
 use crate::runtime::io::{Registered, Stream};
 use crate::runtime::{self, Runtime};
-use crate::settings::Settings;
+use crate::settings::{AltSvc, Settings};
 use crate::tls;
 
 pyo3::create_exception!(
@@ -65,6 +67,10 @@ pub(crate) struct ServerState {
     pub(crate) app_tasks: RefCell<Slab<Py<PyAny>>>,
     /// TLS and HTTP versions, shared by every connection.
     pub(crate) protocols: Protocols,
+    /// QUIC configuration, when HTTP/3 is on.
+    quic: Option<QuicConfigs>,
+    /// The `alt-svc` header added to HTTP/1.1 and HTTP/2 responses, once HTTP/3 listens.
+    pub(crate) alt_svc: RefCell<Option<HeaderValue>>,
     /// Open connections.
     pub(crate) connections: Cell<usize>,
     /// Application tasks still running.
@@ -170,6 +176,16 @@ impl NativeServer {
             }
             None => (None, None),
         };
+        let quic = match (&parsed.http3, &tls) {
+            (None, _) => None,
+            (Some(_), Some(_)) if !parsed.tls.as_ref().is_some_and(tls::TlsOptions::allows_tls13) => {
+                return Err(ConfigError::new_err("--http3 needs TLS 1.3, which --ssl-version leaves out"));
+            }
+            (Some(http3), Some(tls)) => Some(http3::quic_configs(tls, http3).map_err(ConfigError::new_err)?),
+            (Some(_), None) => {
+                return Err(ConfigError::new_err("--http3 needs a certificate: add --ssl-certfile and --ssl-keyfile"));
+            }
+        };
         let scope_template = ScopeTemplate::new(py, &parsed.root_path, server_cert.as_deref())?;
         let protocols = Protocols::new(&parsed, tls);
         let get = |key: &str| -> PyResult<Py<PyAny>> {
@@ -195,6 +211,8 @@ impl NativeServer {
             },
             app_tasks: RefCell::new(Slab::new()),
             protocols,
+            quic,
+            alt_svc: RefCell::new(None),
             connections: Cell::new(0),
             tasks: Cell::new(0),
             total_requests: Cell::new(0),
@@ -210,6 +228,26 @@ impl NativeServer {
         let state = self.state.clone();
         let id = runtime::spawn(accept_loop(listener, state));
         self.accept_tasks.push(id);
+        Ok(())
+    }
+
+    /// Adopt a bound UDP socket and serve HTTP/3 on it.
+    fn listen_quic(&mut self, fd: i32) -> PyResult<()> {
+        let Some(configs) = &self.state.quic else {
+            return Err(ConfigError::new_err("HTTP/3 is not configured"));
+        };
+        let (id, port) = http3::listen(&self.state, configs, fd)?;
+        self.accept_tasks.push(id);
+        let alt_svc = match &self.state.settings.alt_svc {
+            AltSvc::Auto => Some(HeaderValue::try_from(format!("h3=\":{port}\"; ma=86400")).expect("a valid header")),
+            AltSvc::Off => None,
+            AltSvc::Value(value) => Some(value.clone()),
+        };
+        // With several UDP sockets, the first one is announced.
+        let mut announced = self.state.alt_svc.borrow_mut();
+        if announced.is_none() {
+            *announced = alt_svc;
+        }
         Ok(())
     }
 

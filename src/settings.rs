@@ -58,6 +58,42 @@ pub(crate) struct Http2Settings {
     pub(crate) keep_alive_timeout: Duration,
 }
 
+/// QUIC congestion controller (`--http3-congestion`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CongestionControl {
+    /// CUBIC (RFC 9438), quinn's default.
+    Cubic,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
+    /// BBR, quinn's experimental implementation.
+    Bbr,
+}
+
+/// HTTP/3 and QUIC knobs (`--http3-*`).
+#[derive(Clone, Debug)]
+pub(crate) struct Http3Settings {
+    /// Close a connection without any packet for this long (RFC 9000 §10.1).
+    pub(crate) idle_timeout: Duration,
+    /// Send a PING this often so that idle connections stay open (and NAT bindings alive).
+    pub(crate) keep_alive_interval: Option<Duration>,
+    /// Requests (bidirectional streams) a client may have open at once.
+    pub(crate) max_concurrent_streams: u32,
+    /// Bytes a client may send on one stream ahead of the application reading them.
+    pub(crate) stream_receive_window: u32,
+    /// Bytes a client may send on all streams of a connection ahead of the application.
+    pub(crate) receive_window: u32,
+    /// Bytes of response data buffered per connection before `send()` waits.
+    pub(crate) send_window: u32,
+    /// Largest UDP payload accepted (RFC 9000 §18.2 `max_udp_payload_size`).
+    pub(crate) max_udp_payload: u16,
+    /// Congestion controller.
+    pub(crate) congestion: CongestionControl,
+    /// Accept 0-RTT requests (replayable, RFC 9001 §9.2).
+    pub(crate) zero_rtt: bool,
+    /// With several workers, this worker's index, the first byte of its connection IDs.
+    pub(crate) worker_tag: Option<u8>,
+}
+
 /// Everything the network side needs to know about the configuration.
 pub(crate) struct Settings {
     /// ASGI `root_path`, also prefixed to `path` and `raw_path` (as uvicorn does).
@@ -98,6 +134,21 @@ pub(crate) struct Settings {
     pub(crate) ws_enabled: bool,
     /// WebSocket options.
     pub(crate) ws: WsSettings,
+    /// HTTP/3, when on.
+    pub(crate) http3: Option<Http3Settings>,
+    /// The `alt-svc` header of HTTP/1.1 and HTTP/2 responses (RFC 7838), announcing HTTP/3.
+    pub(crate) alt_svc: AltSvc,
+}
+
+/// What HTTP/1.1 and HTTP/2 responses say about HTTP/3 (`--http3-alt-svc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AltSvc {
+    /// `h3=":PORT"; ma=86400`, with the port of the UDP socket.
+    Auto,
+    /// No `alt-svc` header.
+    Off,
+    /// This value.
+    Value(HeaderValue),
 }
 
 fn required<'py>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -147,6 +198,14 @@ impl Settings {
             tls: tls_options(&required(dict, "tls")?)?,
             ws_enabled: required(dict, "ws")?.extract()?,
             ws: ws_settings(&required(dict, "ws_settings")?.cast_into::<PyDict>()?)?,
+            http3: http3_settings(&required(dict, "http3")?)?,
+            alt_svc: match required(dict, "alt_svc")?.extract::<Option<String>>()? {
+                None => AltSvc::Auto,
+                Some(value) if value.is_empty() => AltSvc::Off,
+                Some(value) => AltSvc::Value(
+                    HeaderValue::try_from(value).map_err(|_| PyValueError::new_err("invalid alt-svc header value"))?,
+                ),
+            },
         })
     }
 }
@@ -196,6 +255,35 @@ fn ws_settings(dict: &Bound<'_, PyDict>) -> PyResult<WsSettings> {
         ping_interval: optional_seconds("ping_interval")?,
         ping_timeout: optional_seconds("ping_timeout")?,
     })
+}
+
+fn http3_settings(value: &Bound<'_, PyAny>) -> PyResult<Option<Http3Settings>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let dict = value.cast::<PyDict>()?;
+    let interval: Option<f64> = required(dict, "keep_alive_interval")?.extract()?;
+    Ok(Some(Http3Settings {
+        idle_timeout: seconds(required(dict, "idle_timeout")?.extract()?, "http3 idle_timeout")?,
+        keep_alive_interval: interval.map(|i| seconds(i, "http3 keep_alive_interval")).transpose()?,
+        max_concurrent_streams: required(dict, "max_concurrent_streams")?.extract()?,
+        stream_receive_window: required(dict, "stream_receive_window")?.extract()?,
+        receive_window: required(dict, "receive_window")?.extract()?,
+        send_window: required(dict, "send_window")?.extract()?,
+        max_udp_payload: required(dict, "max_udp_payload")?.extract()?,
+        congestion: match required(dict, "congestion")?.extract::<String>()?.as_str() {
+            "cubic" => CongestionControl::Cubic,
+            "newreno" => CongestionControl::NewReno,
+            "bbr" => CongestionControl::Bbr,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "http3 congestion must be cubic, newreno or bbr, not {other:?}"
+                )));
+            }
+        },
+        zero_rtt: required(dict, "zero_rtt")?.extract()?,
+        worker_tag: required(dict, "worker_tag")?.extract()?,
+    }))
 }
 
 fn tls_options(value: &Bound<'_, PyAny>) -> PyResult<Option<TlsOptions>> {

@@ -39,6 +39,14 @@ pub(crate) struct TlsOptions {
     pub(crate) ciphers: Option<String>,
 }
 
+impl TlsOptions {
+    /// Whether TLS 1.3 may be negotiated (QUIC needs it, RFC 9001 §4.2): only `--ssl-version`
+    /// can leave it out, as TLS 1.3 suites are always kept.
+    pub(crate) fn allows_tls13(&self) -> bool {
+        self.version != PROTOCOL_TLSV1_2
+    }
+}
+
 /// A TLS configuration error, worded for the one line the user reads.
 #[derive(Debug)]
 pub(crate) struct TlsError(String);

@@ -13,7 +13,9 @@ class NativeServer:
     `settings` keys: root_path (str), default_headers (list[tuple[bytes, bytes]]), date_header (bool),
     timeout_keep_alive (float, s), limit_concurrency (int | None), access_log (bool), access_logger,
     error_logger (logging.Logger), proxy_headers (bool), forwarded_allow_ips (list[str]), state (dict),
-    limit_request_body (int | None), reset_contextvars (bool).
+    limit_request_body (int | None), reset_contextvars (bool), http ("auto" | "h1" | "h2"), http2 (dict),
+    tls (dict | None), ws (bool), ws_settings (dict), http3 (dict | None: the `--http3-*` knobs and
+    worker_tag), alt_svc (str | None: None derives it from the UDP port, "" turns it off).
     """
 
     def __init__(
@@ -24,6 +26,8 @@ class NativeServer:
     ) -> None: ...
     def listen(self, fd: int) -> None:
         """Adopt a duplicate of a bound, listening TCP or unix socket and accept on it."""
+    def listen_quic(self, fd: int) -> None:
+        """Adopt a duplicate of a bound UDP socket and serve HTTP/3 on it (needs `http3` and `tls`)."""
     def fileno(self) -> int:
         """The epoll fd to watch with `loop.add_reader`."""
     def drive(self) -> None:

@@ -24,6 +24,7 @@ from tricorn.sockets import create_socket, log_started_message
 
 HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools"]
 ProxyHeadersStyle = Literal["x-forwarded", "forwarded"]
+Http3Congestion = Literal["cubic", "newreno", "bbr"]
 WSProtocolType = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
 LifespanType = Literal["auto", "on", "off"]
 LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop"]
@@ -121,6 +122,17 @@ class Config:
         http2_max_local_error_reset_streams: int = 1024,
         http2_keep_alive_interval: float | None = None,
         http2_keep_alive_timeout: float = 20.0,
+        http3_alt_svc: str | None = None,
+        no_http3_alt_svc: bool = False,
+        http3_idle_timeout: float = 30.0,
+        http3_keep_alive_interval: float | None = None,
+        http3_max_concurrent_streams: int = 200,
+        http3_stream_receive_window: int = 1024 * 1024,
+        http3_receive_window: int = 4 * 1024 * 1024,
+        http3_send_window: int = 4 * 1024 * 1024,
+        http3_max_udp_payload: int = 1472,
+        http3_congestion: Http3Congestion = "cubic",
+        http3_0rtt: bool = False,
         proxy_headers_style: ProxyHeadersStyle = "x-forwarded",
         forwarded_host: bool = False,
         forwarded_port: bool = False,
@@ -193,6 +205,21 @@ class Config:
             "keep_alive_interval": http2_keep_alive_interval,
             "keep_alive_timeout": http2_keep_alive_timeout,
         }
+        # "" turns the header off; None derives it from the UDP port.
+        self.http3_alt_svc: str | None = "" if no_http3_alt_svc else http3_alt_svc
+        self.http3_options: dict[str, Any] = {
+            "idle_timeout": http3_idle_timeout,
+            "keep_alive_interval": http3_keep_alive_interval,
+            "max_concurrent_streams": http3_max_concurrent_streams,
+            "stream_receive_window": http3_stream_receive_window,
+            "receive_window": http3_receive_window,
+            "send_window": http3_send_window,
+            "max_udp_payload": http3_max_udp_payload,
+            "congestion": http3_congestion,
+            "zero_rtt": http3_0rtt,
+        }
+        # Index of this worker among several (set by the supervisor in each worker process).
+        self.worker_index: int | None = None
         self.reload_dirs: list[Path] = [Path(path) for path in _normalize_dirs(reload_dirs)]
         self.reload_includes: list[str] = _normalize_dirs(reload_includes)
         self.reload_excludes: list[str] = _normalize_dirs(reload_excludes)
@@ -335,6 +362,13 @@ class Config:
             "version": int(self.ssl_version),
             "ciphers": self.ssl_ciphers,
         }
+
+    @property
+    def http3_settings(self) -> dict[str, Any] | None:
+        """The `--http3-*` options for the native side, or None when HTTP/3 is off."""
+        if not self.http3:
+            return None
+        return {**self.http3_options, "worker_tag": self.worker_index}
 
     def setup_event_loop(self) -> None:
         """Removed in uvicorn 0.36 in favour of `get_loop_factory`; kept to fail the same way."""

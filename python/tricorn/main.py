@@ -454,6 +454,79 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     help="HTTP/2: close the connection if a PING is not answered within this many seconds.",
     show_default=True,
 )
+@click.option(
+    "--http3-alt-svc",
+    type=str,
+    default=None,
+    help='With --http3: the alt-svc header of HTTP/1.1 and HTTP/2 responses.  [default: h3=":PORT"; ma=86400]',
+)
+@click.option(
+    "--no-http3-alt-svc",
+    is_flag=True,
+    default=False,
+    help="With --http3: send no alt-svc header (clients then find HTTP/3 only through DNS or configuration).",
+)
+@click.option(
+    "--http3-idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    help="HTTP/3: close a QUIC connection without any packet for this many seconds.",
+    show_default=True,
+)
+@click.option(
+    "--http3-keep-alive-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HTTP/3: send a PING after this many idle seconds, to keep connections and NAT bindings open (default: off).",
+)
+@click.option(
+    "--http3-max-concurrent-streams",
+    type=click.IntRange(min=1, max=2**31 - 1),
+    default=200,
+    help="HTTP/3: most requests a client may have open on one connection.",
+    show_default=True,
+)
+@click.option(
+    "--http3-stream-receive-window",
+    type=click.IntRange(min=1024, max=2**32 - 1),
+    default=1024 * 1024,
+    help="HTTP/3: bytes a client may send on one request before the app reads them.",
+    show_default=True,
+)
+@click.option(
+    "--http3-receive-window",
+    type=click.IntRange(min=1024, max=2**32 - 1),
+    default=4 * 1024 * 1024,
+    help="HTTP/3: bytes a client may send on a connection before the app reads them.",
+    show_default=True,
+)
+@click.option(
+    "--http3-send-window",
+    type=click.IntRange(min=1024, max=2**32 - 1),
+    default=4 * 1024 * 1024,
+    help="HTTP/3: response bytes buffered per connection before the app's send() waits.",
+    show_default=True,
+)
+@click.option(
+    "--http3-max-udp-payload",
+    type=click.IntRange(min=1200, max=65527),
+    default=1472,
+    help="HTTP/3: largest UDP payload accepted (QUIC max_udp_payload_size).",
+    show_default=True,
+)
+@click.option(
+    "--http3-congestion",
+    type=click.Choice(["cubic", "newreno", "bbr"]),
+    default="cubic",
+    help="HTTP/3: congestion controller.",
+    show_default=True,
+)
+@click.option(
+    "--http3-0rtt/--no-http3-0rtt",
+    default=False,
+    help="HTTP/3: accept requests in 0-RTT data, which an attacker can replay (RFC 9001 section 9.2).",
+    show_default=True,
+)
 def main(app: str, **kwargs: Any) -> None:
     """Serve the ASGI application APP, given as `module:attribute`."""
     log_config = kwargs.pop("log_config")

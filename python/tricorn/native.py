@@ -79,6 +79,8 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "http": config.http_versions,
         "http2": dict(config.http2_settings),
         "tls": config.tls_settings,
+        "http3": config.http3_settings,
+        "alt_svc": config.http3_alt_svc,
         "ws": config.ws != "none",
         "ws_settings": {
             "max_size": config.ws_max_size,

@@ -16,6 +16,7 @@ from tricorn.config import (
     SSL_PROTOCOL_VERSION,
     STARTUP_FAILURE,
     Config,
+    Http3Congestion,
     HTTPProtocolType,
     InterfaceType,
     LifespanType,
@@ -96,6 +97,17 @@ def run(
     forwarded_host: bool = False,
     forwarded_port: bool = False,
     forwarded_prefix: bool = False,
+    http3_alt_svc: str | None = None,
+    no_http3_alt_svc: bool = False,
+    http3_idle_timeout: float = 30.0,
+    http3_keep_alive_interval: float | None = None,
+    http3_max_concurrent_streams: int = 200,
+    http3_stream_receive_window: int = 1024 * 1024,
+    http3_receive_window: int = 4 * 1024 * 1024,
+    http3_send_window: int = 4 * 1024 * 1024,
+    http3_max_udp_payload: int = 1472,
+    http3_congestion: Http3Congestion = "cubic",
+    http3_0rtt: bool = False,
 ) -> None:
     """Serve `app` (an ASGI callable or a `module:attr` import string) until interrupted.
 
@@ -172,6 +184,17 @@ def run(
         forwarded_host=forwarded_host,
         forwarded_port=forwarded_port,
         forwarded_prefix=forwarded_prefix,
+        http3_alt_svc=http3_alt_svc,
+        no_http3_alt_svc=no_http3_alt_svc,
+        http3_idle_timeout=http3_idle_timeout,
+        http3_keep_alive_interval=http3_keep_alive_interval,
+        http3_max_concurrent_streams=http3_max_concurrent_streams,
+        http3_stream_receive_window=http3_stream_receive_window,
+        http3_receive_window=http3_receive_window,
+        http3_send_window=http3_send_window,
+        http3_max_udp_payload=http3_max_udp_payload,
+        http3_congestion=http3_congestion,
+        http3_0rtt=http3_0rtt,
     )
     logger = logging.getLogger("tricorn.error")
     if config.reload or config.workers > 1:

@@ -21,7 +21,7 @@ from tricorn._compat import asyncio_run
 from tricorn.config import Config
 from tricorn.lifespan import LifespanOff, LifespanOn
 from tricorn.native import build_app_runner, build_settings
-from tricorn.sockets import create_socket, log_started_message
+from tricorn.sockets import create_socket, create_udp_socket, log_started_message
 
 if TYPE_CHECKING:
     from tricorn._tricorn import NativeServer
@@ -137,7 +137,9 @@ class Server:
             for sock in listeners:
                 sock.listen(config.backlog)
                 native.listen(sock.fileno())
-        except OSError as exc:
+            if config.http3:
+                self._listen_quic(native, listeners)
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await self.lifespan.shutdown()
             return
@@ -147,6 +149,14 @@ class Server:
         if sockets is None:
             log_started_message(config, listeners[0])
         self.started = True
+
+    def _listen_quic(self, native: NativeServer, listeners: list[socket.socket]) -> None:
+        """Serve HTTP/3 on UDP sockets bound where the TCP listeners are."""
+        for tcp in listeners:
+            udp = create_udp_socket(tcp)
+            self.servers.append(Listener(udp))
+            native.listen_quic(udp.fileno())
+            logger.info("HTTP/3 (QUIC) on udp port %d", udp.getsockname()[1])
 
     async def main_loop(self) -> None:
         """Tick every 0.1 s until `on_tick` says to exit."""

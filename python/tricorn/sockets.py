@@ -74,6 +74,28 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
+def create_udp_socket(tcp: socket.socket) -> socket.socket:
+    """Return a UDP socket bound to the address of the TCP listener `tcp`, for HTTP/3.
+
+    Raises OSError when binding fails, ValueError when `tcp` is not a TCP socket (HTTP/3 cannot
+    share a unix socket).
+    """
+    if tcp.family not in (socket.AF_INET, socket.AF_INET6):
+        raise ValueError("--http3 needs a TCP listener (--host and --port): QUIC runs over UDP")
+    sock = socket.socket(tcp.family, socket.SOCK_DGRAM)
+    try:
+        if tcp.family == socket.AF_INET6:
+            sock.setsockopt(
+                socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, tcp.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            )
+        sock.bind(tcp.getsockname()[:2])
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def log_started_message(config: Config, sock: socket.socket) -> None:
     """Log `Tricorn running on ...` for the socket the server listens on."""
     if config.uds is not None:

@@ -12,8 +12,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use pyo3::prelude::*;
+
+use super::body::RequestBody;
 
 /// Buffered request body above which the socket stops being read (as uvicorn's 64 KiB).
 pub(crate) const REQUEST_HIGH_WATER: usize = 64 * 1024;
@@ -58,7 +59,7 @@ pub(crate) enum Received {
 /// One exchange.
 pub(crate) struct Exchange {
     // Request side.
-    incoming: Option<Incoming>,
+    incoming: Option<RequestBody>,
     body_chunks: BytesMut,
     body_finished: bool,
     /// The message with `more_body == False` was handed to the application.
@@ -102,7 +103,7 @@ impl Exchange {
     /// `discard_body`: the response must carry no content (HEAD over HTTP/2, where hyper does not
     /// drop it as its HTTP/1.1 side does, RFC 9113 §8.1.1): body messages are counted, not queued,
     /// and the head waits for the last one so that it goes out with END_STREAM.
-    pub(crate) fn new(incoming: Incoming, limit_request_body: Option<u64>, discard_body: bool) -> ExchangeRef {
+    pub(crate) fn new(incoming: RequestBody, limit_request_body: Option<u64>, discard_body: bool) -> ExchangeRef {
         let finished = incoming.is_end_stream();
         Rc::new(RefCell::new(Self {
             incoming: (!finished).then_some(incoming),
@@ -160,7 +161,7 @@ impl Exchange {
         self.pump = Some(id);
     }
 
-    /// Move request body data from hyper into the buffer, up to the high-water mark.
+    /// Move request body data from the connection into the buffer, up to the high-water mark.
     ///
     /// Polling the body is also what makes hyper send `100 Continue` (RFC 9110 §10.1.1) when the
     /// client asked for it: the first poll happens on the application's first `receive()`.

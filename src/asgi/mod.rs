@@ -1,7 +1,8 @@
-//! ASGI 3 for HTTP: scope, `receive`/`send`, and the exchange between hyper and the app.
+//! ASGI 3 for HTTP: scope, `receive`/`send`, and the exchange between the connection and the app.
 
 pub(crate) mod app;
 pub(crate) mod awaitable;
+pub(crate) mod body;
 pub(crate) mod channels;
 pub(crate) mod exchange;
 pub(crate) mod messages;

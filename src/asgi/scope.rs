@@ -127,8 +127,11 @@ impl ScopeTemplate {
         let query = parts.uri.query().unwrap_or("");
         scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
         let headers = headers(py, &parts.headers, origin.host.as_deref())?;
-        if parts.version == http::Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
-            // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1); applications read `host`.
+        if matches!(parts.version, http::Version::HTTP_2 | http::Version::HTTP_3)
+            && !parts.headers.contains_key(http::header::HOST)
+        {
+            // HTTP/2 and HTTP/3 carry the host in `:authority` (RFC 9113 §8.3.1, RFC 9114
+            // §4.3.1); applications read `host`.
             let authority = parts.uri.authority().map(|a| a.as_str());
             if let Some(host) = origin.host.as_deref().or(authority) {
                 headers.insert(0, (PyBytes::new(py, b"host"), PyBytes::new(py, host.as_bytes())))?;
@@ -280,11 +283,11 @@ pub(crate) fn client_label(origin: &Origin<'_>) -> String {
     }
 }
 
-/// Whether trailers sent by the app reach the client: always on HTTP/2; on HTTP/1.1 only in a
+/// Whether trailers sent by the app reach the client: always on HTTP/2 and HTTP/3; on HTTP/1.1 only in a
 /// chunked response to a client that said `TE: trailers` (RFC 9112 §7.1.2, RFC 9110 §10.1.4).
 fn can_send_trailers(parts: &Parts) -> bool {
     match parts.version {
-        http::Version::HTTP_2 => true,
+        http::Version::HTTP_2 | http::Version::HTTP_3 => true,
         http::Version::HTTP_11 => parts.headers.get_all(http::header::TE).iter().any(|value| {
             value.to_str().is_ok_and(|v| v.split(',').any(|item| item.trim().eq_ignore_ascii_case("trailers")))
         }),

@@ -1,4 +1,4 @@
-//! The hyper side of an exchange: the service that starts the application for each request,
+//! The network side of an exchange: the service that starts the application for each request,
 //! the future that yields the response head, and the body that streams what `send()` queued.
 
 use std::cell::{Cell, RefCell};
@@ -8,12 +8,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALT_SVC, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
 
+use super::body::RequestBody;
 use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
 use super::scope::ConnScope;
 use super::{app, messages, websocket};
@@ -40,9 +41,19 @@ impl AsgiService {
 impl hyper::service::Service<Request<Incoming>> for AsgiService {
     type Response = Response<ResponseBody>;
     type Error = Aborted;
-    type Future = ResponseFuture;
+    type Future = TcpResponseFuture;
 
-    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+    fn call(&self, request: Request<Incoming>) -> TcpResponseFuture {
+        TcpResponseFuture {
+            inner: self.handle(request.map(RequestBody::Hyper)),
+            alt_svc: self.state.alt_svc.borrow().clone(),
+        }
+    }
+}
+
+impl AsgiService {
+    /// Start the exchange of one request, whatever HTTP version carried it.
+    pub(crate) fn handle(&self, request: Request<RequestBody>) -> ResponseFuture {
         let state = &self.state;
         state.total_requests.set(state.total_requests.get() + 1);
         if let Some(limit) = state.settings.limit_concurrency {
@@ -88,7 +99,8 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
                 }
             };
         }
-        let discard_body = parts.method == Method::HEAD && parts.version == Version::HTTP_2;
+        // hyper drops the content of a HEAD response only on HTTP/1.1.
+        let discard_body = parts.method == Method::HEAD && parts.version != Version::HTTP_11;
         let exchange = Exchange::new(body, state.settings.limit_request_body, discard_body);
         let started = Python::attach(|py| {
             let mut conn_scope = self.conn_scope.borrow_mut();
@@ -119,6 +131,26 @@ pub(crate) fn simple_response(state: &ServerState, status: StatusCode, text: &'s
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// Future of the response head on HTTP/1.1 and HTTP/2, where the `alt-svc` header announces
+/// HTTP/3 (RFC 7838 §3) when it is on.
+pub(crate) struct TcpResponseFuture {
+    inner: ResponseFuture,
+    alt_svc: Option<HeaderValue>,
+}
+
+impl Future for TcpResponseFuture {
+    type Output = Result<Response<ResponseBody>, Aborted>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut response = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
+        if let (Ok(response), Some(alt_svc)) = (&mut response, this.alt_svc.take()) {
+            response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+        }
+        Poll::Ready(response)
+    }
 }
 
 /// Future of the response head.

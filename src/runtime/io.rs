@@ -48,6 +48,32 @@ impl<S: Source> Registered<S> {
         }
     }
 
+    /// The socket itself.
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Run `op` on the socket if it may be writable; a `WouldBlock` result clears writability.
+    pub(crate) fn try_write_with<T>(&self, op: impl FnOnce(&S) -> io::Result<T>) -> io::Result<T> {
+        if !self.slot.may_write() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let result = op(&self.io);
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.slot.clear_writable();
+        }
+        result
+    }
+
+    /// Whether the socket may be writable; parks `waker` for the next writable edge if not.
+    pub(crate) fn poll_writable(&self, waker: &std::task::Waker) -> Poll<()> {
+        if self.slot.may_write() {
+            return Poll::Ready(());
+        }
+        self.slot.park_writer(waker);
+        Poll::Pending
+    }
+
     /// Run `op` on the socket; park the task for writability if it would block.
     pub(crate) fn poll_write_with<T>(
         &self,

@@ -122,10 +122,11 @@ impl Timers {
     }
 }
 
-/// A future that completes at a deadline; usable as hyper's `Sleep`.
+/// A future that completes at a deadline; usable as hyper's `Sleep` and quinn's timer.
 ///
 /// It holds no reference into the runtime, only its key, so it is `Send` and `Sync` as hyper
 /// requires; it registers with the current thread's runtime when first polled.
+#[derive(Debug)]
 pub(crate) struct Sleep {
     deadline: Instant,
     key: Option<Key>,
@@ -135,6 +136,17 @@ impl Sleep {
     /// A sleep that completes at `deadline`.
     pub(crate) fn until(deadline: Instant) -> Self {
         Self { deadline, key: None }
+    }
+
+    /// Move the deadline; the sleep registers again when next polled.
+    pub(crate) fn reset(&mut self, deadline: Instant) {
+        if deadline == self.deadline {
+            return;
+        }
+        if let Some(key) = self.key.take() {
+            super::with_current(|rt| rt.timers.remove(&key));
+        }
+        self.deadline = deadline;
     }
 }
 

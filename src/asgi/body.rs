@@ -1,0 +1,50 @@
+//! The request body an exchange reads: hyper's for HTTP/1.1 and HTTP/2, an h3 request stream
+//! for HTTP/3. One enum instead of a boxed trait object keeps the HTTP/1.1 path free of an
+//! allocation per request.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::http3::RequestStreamBody;
+
+/// The body broke off: the connection or stream was lost or reset.
+#[derive(Debug)]
+pub(crate) struct BodyError;
+
+/// A request body from any of the HTTP versions.
+pub(crate) enum RequestBody {
+    /// HTTP/1.1 or HTTP/2, from hyper.
+    Hyper(Incoming),
+    /// HTTP/3, from the request stream.
+    Http3(RequestStreamBody),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Hyper(incoming) => Pin::new(incoming).poll_frame(cx).map(|f| f.map(|r| r.map_err(|_| BodyError))),
+            Self::Http3(stream) => stream.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(incoming) => incoming.is_end_stream(),
+            Self::Http3(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(incoming) => incoming.size_hint(),
+            Self::Http3(_) => SizeHint::default(),
+        }
+    }
+}
