@@ -25,7 +25,7 @@ mod _tricorn {
     #[pymodule_export]
     use crate::asgi::websocket::{WsReceive, WsSend};
     #[pymodule_export]
-    use crate::server::{ClientDisconnected, ConfigError, NativeServer};
+    use crate::server::{ClientDisconnected, ConfigError, NativeServer, steer_quic_by_connection_id};
 
     use pyo3::prelude::*;
 

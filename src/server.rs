@@ -307,6 +307,13 @@ impl NativeServer {
     }
 }
 
+/// Attach the program that steers QUIC datagrams to workers by connection ID to the
+/// `SO_REUSEPORT` group of the UDP socket `fd`, whose sockets are bound in worker order.
+#[pyfunction]
+pub(crate) fn steer_quic_by_connection_id(fd: i32, workers: u32) -> PyResult<()> {
+    http3::steer_by_connection_id(fd, workers).map_err(PyErr::from)
+}
+
 async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
     loop {
         match listener.accept().await {

@@ -43,6 +43,9 @@ class NativeServer:
     @property
     def total_requests(self) -> int: ...
 
+def steer_quic_by_connection_id(fd: int, workers: int) -> None:
+    """Steer the datagrams of the SO_REUSEPORT group of UDP socket `fd` to workers by connection ID."""
+
 @final
 class Receive:
     """The ASGI `receive` callable of one request."""

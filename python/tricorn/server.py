@@ -134,11 +134,14 @@ class Server:
             if sockets is None and config.uds is not None:
                 self._unix_path = config.uds
             self.servers = [Listener(sock) for sock in listeners]
-            for sock in listeners:
+            streams = [sock for sock in listeners if sock.type == socket.SOCK_STREAM]
+            for sock in streams:
                 sock.listen(config.backlog)
                 native.listen(sock.fileno())
             if config.http3:
-                self._listen_quic(native, listeners)
+                # A supervisor hands each worker its own UDP socket among `sockets`.
+                datagrams = [sock for sock in listeners if sock.type == socket.SOCK_DGRAM]
+                self._listen_quic(native, datagrams or self._bind_quic(streams))
         except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await self.lifespan.shutdown()
@@ -150,13 +153,17 @@ class Server:
             log_started_message(config, listeners[0])
         self.started = True
 
-    def _listen_quic(self, native: NativeServer, listeners: list[socket.socket]) -> None:
-        """Serve HTTP/3 on UDP sockets bound where the TCP listeners are."""
-        for tcp in listeners:
-            udp = create_udp_socket(tcp)
-            self.servers.append(Listener(udp))
-            native.listen_quic(udp.fileno())
-            logger.info("HTTP/3 (QUIC) on udp port %d", udp.getsockname()[1])
+    def _bind_quic(self, streams: list[socket.socket]) -> list[socket.socket]:
+        """Bind a UDP socket where each TCP listener is, for HTTP/3."""
+        datagrams = [create_udp_socket(tcp) for tcp in streams]
+        self.servers.extend(Listener(sock) for sock in datagrams)
+        return datagrams
+
+    def _listen_quic(self, native: NativeServer, datagrams: list[socket.socket]) -> None:
+        """Serve HTTP/3 on the UDP sockets."""
+        for sock in datagrams:
+            native.listen_quic(sock.fileno())
+            logger.info("Serving HTTP/3 (QUIC) on UDP port %d", sock.getsockname()[1])
 
     async def main_loop(self) -> None:
         """Tick every 0.1 s until `on_tick` says to exit."""

@@ -96,6 +96,43 @@ def create_udp_socket(tcp: socket.socket) -> socket.socket:
     return sock
 
 
+def _udp_socket_like(tcp: socket.socket) -> socket.socket:
+    """An unbound UDP socket of the family (and IPv6-only setting) of the TCP listener `tcp`."""
+    if tcp.family not in (socket.AF_INET, socket.AF_INET6):
+        raise ValueError("--http3 needs a TCP listener (--host and --port): QUIC runs over UDP")
+    sock = socket.socket(tcp.family, socket.SOCK_DGRAM)
+    if tcp.family == socket.AF_INET6:
+        v6only = tcp.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    return sock
+
+
+def create_quic_sockets(tcp: socket.socket, workers: int) -> list[socket.socket]:
+    """Return one UDP socket per worker, in worker order, bound where `tcp` listens.
+
+    They form one SO_REUSEPORT group whose datagrams are steered by connection ID, so that every
+    packet of a QUIC connection reaches the worker that accepted it (see docs/http3.md). The caller
+    keeps them all open for the life of the server, so that a restarted worker takes over its
+    predecessor's place in the group.
+    """
+    from tricorn._tricorn import steer_quic_by_connection_id
+
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(workers):
+            sock = _udp_socket_like(tcp)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(tcp.getsockname()[:2])
+            sock.set_inheritable(True)
+        steer_quic_by_connection_id(sockets[0].fileno(), workers)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def log_started_message(config: Config, sock: socket.socket) -> None:
     """Log `Tricorn running on ...` for the socket the server listens on."""
     if config.uds is not None:

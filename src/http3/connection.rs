@@ -53,10 +53,17 @@ pub(crate) async fn serve(state: Rc<ServerState>, incoming: Incoming, local: Soc
     let _guard = ConnectionGuard { state: state.clone(), key };
     let local = SocketAddr::new(incoming.local_ip().unwrap_or(local.ip()), local.port());
     let Ok(connecting) = incoming.accept() else { return };
-    let connection = match runtime::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Some(Ok(connection)) => connection,
-        // A failed or abandoned handshake concerns this client only.
-        Some(Err(_)) | None => return,
+    let zero_rtt = state.settings.http3.as_ref().is_some_and(|h3| h3.zero_rtt);
+    // With 0-RTT on, requests in early data are served before the handshake completes (RFC 9001
+    // §4.6.1); client certificates are then not known yet.
+    let early = if zero_rtt { connecting.into_0rtt() } else { Err(connecting) };
+    let connection = match early {
+        Ok((connection, _)) => connection,
+        Err(connecting) => match runtime::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            Some(Ok(connection)) => connection,
+            // A failed or abandoned handshake concerns this client only.
+            Some(Err(_)) | None => return,
+        },
     };
     let info = conn_info(&connection, local);
     let quic = connection.clone();

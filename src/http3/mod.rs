@@ -11,7 +11,9 @@ mod connection;
 mod endpoint;
 mod response;
 mod runtime;
+mod steering;
 
 pub(crate) use body::RequestStreamBody;
 pub(crate) use config::{QuicConfigs, quic_configs};
 pub(crate) use endpoint::listen;
+pub(crate) use steering::steer_by_connection_id;
