@@ -188,6 +188,29 @@ impl Send {
         Ok(self.state.done.clone_ref(py).into_any())
     }
 
+    /// `http.response.pathsend` (ASGI "Path Send" extension): the rest of the body is the file at
+    /// the absolute `path`, read and sent by the server.
+    fn pathsend(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let path: std::path::PathBuf = message.get_item(intern!(py, "path"))?.extract()?;
+        if !path.is_absolute() {
+            return Err(PyValueError::new_err(format!("http.response.pathsend needs an absolute path, not {path:?}")));
+        }
+        let file = std::fs::File::open(&path)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(PyValueError::new_err(format!("http.response.pathsend: {path:?} is not a regular file")));
+        }
+        let length = metadata.len();
+        let mut exchange = self.exchange.borrow_mut();
+        if let Some(expected) = exchange.expected_length
+            && exchange.sent_length + length != expected
+        {
+            return Err(PyRuntimeError::new_err("Response content length differs from Content-Length"));
+        }
+        exchange.push_file(file, length);
+        Ok(self.state.done.clone_ref(py).into_any())
+    }
+
     /// Account for the end of the application and fix up the response.
     fn finish(&mut self, py: Python<'_>, returned: bool) {
         if std::mem::replace(&mut self.finished, true) {
@@ -233,14 +256,13 @@ impl Send {
                 self.start(py, message)?;
                 Ok(self.state.done.clone_ref(py).into_any())
             }
-            ResponseStage::Started => {
-                if kind != "http.response.body" {
-                    return Err(PyRuntimeError::new_err(format!(
-                        "Expected ASGI message 'http.response.body', but got '{kind}'."
-                    )));
-                }
-                self.body(py, message)
-            }
+            ResponseStage::Started => match kind {
+                "http.response.body" => self.body(py, message),
+                "http.response.pathsend" => self.pathsend(py, message),
+                _ => Err(PyRuntimeError::new_err(format!(
+                    "Expected ASGI message 'http.response.body', but got '{kind}'."
+                ))),
+            },
             ResponseStage::Trailers => {
                 if kind != "http.response.trailers" {
                     return Err(PyRuntimeError::new_err(format!(

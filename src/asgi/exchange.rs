@@ -20,6 +20,14 @@ use super::body::RequestBody;
 pub(crate) const REQUEST_HIGH_WATER: usize = 64 * 1024;
 /// Queued response body above which `send()` waits for the client to read.
 pub(crate) const RESPONSE_HIGH_WATER: usize = 64 * 1024;
+/// Bytes read from a file at a time for `http.response.pathsend`.
+const FILE_CHUNK: u64 = 256 * 1024;
+
+/// A file being sent as the response body (`http.response.pathsend`).
+struct FileBody {
+    file: std::fs::File,
+    remaining: u64,
+}
 
 /// Shared handle on an exchange.
 pub(crate) type ExchangeRef = Rc<RefCell<Exchange>>;
@@ -78,6 +86,8 @@ pub(crate) struct Exchange {
     head_ready: bool,
     chunks: VecDeque<Bytes>,
     queued: usize,
+    /// A file to send after the queued chunks.
+    file: Option<FileBody>,
     pub(crate) expected_length: Option<u64>,
     pub(crate) sent_length: u64,
     /// The app announced trailers in `http.response.start`.
@@ -120,6 +130,7 @@ impl Exchange {
             head_ready: false,
             chunks: VecDeque::new(),
             queued: 0,
+            file: None,
             expected_length: None,
             sent_length: 0,
             trailers_expected: false,
@@ -256,6 +267,38 @@ impl Exchange {
         more_body && self.queued > RESPONSE_HIGH_WATER
     }
 
+    /// Send `file` (`length` bytes) as the rest of the body and complete the response; a
+    /// `content-length` is added to the head if the application did not set one.
+    pub(crate) fn push_file(&mut self, file: std::fs::File, length: u64) {
+        if let Some(head) = &mut self.head
+            && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(self.sent_length + length));
+            self.expected_length = Some(self.sent_length + length);
+        }
+        self.sent_length += length;
+        if length > 0 && !self.discard_body {
+            self.file = Some(FileBody { file, remaining: length });
+        }
+        self.stage = if self.trailers_expected { ResponseStage::Trailers } else { ResponseStage::Complete };
+        self.head_ready = true;
+        self.wake_network();
+    }
+
+    /// The next chunk of the file being sent; the file is dropped after its last byte.
+    fn read_file_chunk(&mut self) -> Option<Result<Bytes, Aborted>> {
+        let body = self.file.as_mut()?;
+        let size = usize::try_from(body.remaining.min(FILE_CHUNK)).unwrap_or(0);
+        let mut chunk = BytesMut::zeroed(size);
+        let read = std::io::Read::read_exact(&mut body.file, &mut chunk);
+        body.remaining -= size as u64;
+        if read.is_err() || body.remaining == 0 {
+            self.file = None;
+        }
+        // A file that shrank or cannot be read any more: the response cannot complete.
+        Some(read.map(|()| chunk.freeze()).map_err(|_| Aborted))
+    }
+
     /// Park a `send()` future until the queued body drains.
     pub(crate) fn set_send_waiter(&mut self, future: Py<PyAny>) {
         self.send_waiter = Some(future);
@@ -307,6 +350,11 @@ impl Exchange {
         let poll = if let Some(chunk) = self.chunks.pop_front() {
             self.queued -= chunk.len();
             Poll::Ready(Some(Ok(Frame::data(chunk))))
+        } else if let Some(chunk) = self.read_file_chunk() {
+            if chunk.is_err() {
+                self.aborted = true;
+            }
+            Poll::Ready(Some(chunk.map(Frame::data)))
         } else if self.aborted {
             Poll::Ready(Some(Err(Aborted)))
         } else if self.stage == ResponseStage::Complete {
@@ -321,13 +369,18 @@ impl Exchange {
 
     /// Whether the whole body is queued, and its size.
     pub(crate) fn known_length(&self) -> Option<u64> {
+        let file = self.file.as_ref().map_or(0, |f| f.remaining);
         (self.stage == ResponseStage::Complete && !self.aborted && !self.trailers_expected)
-            .then_some(self.queued as u64)
+            .then_some(self.queued as u64 + file)
     }
 
     /// Whether nothing more will come from the body.
     pub(crate) fn body_is_end(&self) -> bool {
-        self.chunks.is_empty() && self.stage == ResponseStage::Complete && self.trailers.is_none() && !self.aborted
+        self.chunks.is_empty()
+            && self.file.is_none()
+            && self.stage == ResponseStage::Complete
+            && self.trailers.is_none()
+            && !self.aborted
     }
 
     /// The network side is gone (connection closed or the exchange dropped before the end).

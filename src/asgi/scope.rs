@@ -139,17 +139,16 @@ impl ScopeTemplate {
         }
         scope.set_item(intern!(py, "headers"), headers)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
-        let trailers = can_send_trailers(parts);
-        if conn.tls.is_some() || trailers {
-            let extensions = PyDict::new(py);
-            if let Some(info) = &conn.tls {
-                extensions.set_item(intern!(py, "tls"), conn_scope.tls(py, info, self.server_cert.as_deref())?)?;
-            }
-            if trailers {
-                extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
-            }
-            scope.set_item(intern!(py, "extensions"), extensions)?;
+        let extensions = PyDict::new(py);
+        // The server sends the named file itself (ASGI "Path Send" extension).
+        extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+        if let Some(info) = &conn.tls {
+            extensions.set_item(intern!(py, "tls"), conn_scope.tls(py, info, self.server_cert.as_deref())?)?;
         }
+        if can_send_trailers(parts) {
+            extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+        }
+        scope.set_item(intern!(py, "extensions"), extensions)?;
         Ok(scope)
     }
 }
@@ -174,8 +173,10 @@ impl ScopeTemplate {
             Some(extensions) => extensions.cast_into::<PyDict>()?,
             None => PyDict::new(py),
         };
-        if extensions.contains(intern!(py, "http.response.trailers"))? {
-            extensions.del_item(intern!(py, "http.response.trailers"))?;
+        for http_only in [intern!(py, "http.response.trailers"), intern!(py, "http.response.pathsend")] {
+            if extensions.contains(http_only)? {
+                extensions.del_item(http_only)?;
+            }
         }
         extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
         scope.set_item(intern!(py, "extensions"), extensions)?;

@@ -336,6 +336,18 @@ async def env(scope, receive, send, q):
     await respond_json(send, {"value": os.environ.get(q["name"])})
 
 
+async def pathsend(scope, receive, send, q):
+    """Sends the file ``path`` with http.response.pathsend, after an optional ``prefix`` body chunk."""
+    headers = [(b"content-type", b"application/octet-stream")]
+    if "length" in q:
+        headers.append((b"content-length", q["length"].encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if "prefix" in q:
+        await send({"type": "http.response.body", "body": q["prefix"].encode(), "more_body": True})
+    await send({"type": "http.response.pathsend", "path": q["path"]})
+    RESULTS["pathsend"] = "sent"
+
+
 async def status(scope, receive, send, q):
     await respond(send, b"", status=int(q.get("code", "200")))
 
@@ -369,6 +381,7 @@ ROUTES = {
     "/sleep": sleep,
     "/env": env,
     "/status": status,
+    "/pathsend": pathsend,
 }
 
 

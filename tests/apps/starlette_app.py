@@ -3,7 +3,7 @@
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 
@@ -31,6 +31,18 @@ async def stream(request):
     return StreamingResponse(gen(), media_type="text/plain")
 
 
+# Types of the messages FileResponse sent for the last /file request.
+FILE_MESSAGES: list[str] = []
+
+
+async def file(request):
+    return FileResponse(request.query_params["path"])
+
+
+async def file_messages(request):
+    return JSONResponse(FILE_MESSAGES)
+
+
 def sync_endpoint(request):
     # A sync endpoint runs in a worker thread via anyio: needs a real current task.
     return JSONResponse({"sync": True})
@@ -41,12 +53,34 @@ async def lifespan(app):
     yield {"greeting": "hello-from-lifespan"}
 
 
-app = Starlette(
+starlette_app = Starlette(
     routes=[
         Route("/items/{item_id:int}", get_item),
         Route("/echo", post_echo, methods=["POST"]),
         Route("/stream", stream),
         Route("/sync", sync_endpoint),
+        Route("/file", file),
+        Route("/file-messages", file_messages),
     ],
     lifespan=lifespan,
 )
+
+
+def record_file_messages(inner):
+    """Record the message types sent for /file, to see whether FileResponse used pathsend."""
+
+    async def recording_app(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/file":
+            return await inner(scope, receive, send)
+        FILE_MESSAGES.clear()
+
+        async def recording_send(message):
+            FILE_MESSAGES.append(message["type"])
+            await send(message)
+
+        await inner(scope, receive, recording_send)
+
+    return recording_app
+
+
+app = record_file_messages(starlette_app)
