@@ -48,8 +48,9 @@ pub(crate) struct TlsInfo {
 
 /// A listening socket of either family.
 pub(crate) enum Listener {
-    /// TCP over IPv4 or IPv6.
-    Tcp(Registered<mio::net::TcpListener>),
+    /// TCP over IPv4 or IPv6, with its address when it is bound to one IP address (every
+    /// connection then has that local address, and `getsockname` per connection is saved).
+    Tcp(Registered<mio::net::TcpListener>, Option<SocketAddr>),
     /// A unix stream socket.
     Unix(Registered<mio::net::UnixListener>, String),
 }
@@ -74,9 +75,13 @@ impl Listener {
         let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(dup) });
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
-        if local.as_socket().is_some() {
+        if let Some(address) = local.as_socket() {
+            // Accepted connections inherit TCP_NODELAY from the listener (Linux copies the
+            // listener's options into each new socket): one setsockopt instead of one each.
+            socket.set_tcp_nodelay(true)?;
+            let fixed_local = (!address.ip().is_unspecified()).then_some(address);
             let std_listener: std::net::TcpListener = socket.into();
-            Ok(Self::Tcp(Registered::new(mio::net::TcpListener::from_std(std_listener))?))
+            Ok(Self::Tcp(Registered::new(mio::net::TcpListener::from_std(std_listener))?, fixed_local))
         } else if local.is_unix() {
             let path = local.as_pathname().map(|p| p.display().to_string()).unwrap_or_default();
             // SAFETY: the fd is a unix stream socket we own; ownership moves to the listener.
@@ -90,9 +95,12 @@ impl Listener {
     /// Accept the next connection, waiting for one.
     pub(crate) async fn accept(&self) -> io::Result<Accepted> {
         match self {
-            Self::Tcp(listener) => {
+            Self::Tcp(listener, fixed_local) => {
                 let (stream, peer) = poll_fn(|cx| listener.poll_read_with(cx, mio::net::TcpListener::accept)).await?;
-                let local = stream.local_addr()?;
+                let local = match fixed_local {
+                    Some(local) => *local,
+                    None => stream.local_addr()?,
+                };
                 Ok(Accepted::Tcp(stream, peer, local))
             }
             Self::Unix(listener, path) => {

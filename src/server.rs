@@ -318,7 +318,6 @@ async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
     loop {
         match listener.accept().await {
             Ok(Accepted::Tcp(stream, peer, local)) => {
-                let _ = stream.set_nodelay(true);
                 let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer), tls: None };
                 start_connection(&state, stream, info);
             }
@@ -339,7 +338,7 @@ fn start_connection<S>(state: &Rc<ServerState>, stream: S, info: ConnInfo)
 where
     S: Stream + 'static,
 {
-    let stream = match Registered::new(stream) {
+    let stream = match Registered::new_sole_descriptor(stream) {
         Ok(stream) => stream,
         Err(e) => {
             state.log_warning(&format!("cannot register connection: {e}"));

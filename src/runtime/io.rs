@@ -20,13 +20,24 @@ pub(crate) struct Registered<S: Source> {
     io: S,
     token: Token,
     slot: Arc<IoSlot>,
+    /// No other descriptor refers to the socket, so closing it leaves epoll by itself.
+    sole_descriptor: bool,
 }
 
 impl<S: Source> Registered<S> {
     /// Register `io` with the current thread's runtime.
     pub(crate) fn new(mut io: S) -> io::Result<Self> {
         let (token, slot) = super::handle().reactor.register(&mut io)?;
-        Ok(Self { io, token, slot })
+        Ok(Self { io, token, slot, sole_descriptor: false })
+    }
+
+    /// Register `io`, whose descriptor is the only one referring to the socket (an accepted
+    /// connection): closing it removes it from the epoll set (epoll(7)), so dropping it saves
+    /// the `epoll_ctl(EPOLL_CTL_DEL)` call.
+    pub(crate) fn new_sole_descriptor(io: S) -> io::Result<Self> {
+        let mut registered = Self::new(io)?;
+        registered.sole_descriptor = true;
+        Ok(registered)
     }
 
     /// Run `op` on the socket; park the task for readability if it would block.
@@ -96,7 +107,11 @@ impl<S: Source> Registered<S> {
 
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
-        super::with_current(|rt| rt.reactor.deregister(&mut self.io, self.token));
+        if self.sole_descriptor {
+            super::with_current(|rt| rt.reactor.forget(self.token));
+        } else {
+            super::with_current(|rt| rt.reactor.deregister(&mut self.io, self.token));
+        }
     }
 }
 

@@ -96,8 +96,13 @@ impl Reactor {
 
     /// Remove `source` from epoll and forget its slot.
     pub(crate) fn deregister(&self, source: &mut impl Source, token: Token) {
-        // Closing the fd removes it from epoll anyway; the error case needs no handling.
+        // A source already gone from epoll is not an error here.
         let _ = self.registry.deregister(source);
+        self.forget(token);
+    }
+
+    /// Forget the slot of a source that leaves epoll by being closed.
+    pub(crate) fn forget(&self, token: Token) {
         let mut slots = self.slots.borrow_mut();
         if slots.contains(token.0) {
             slots.remove(token.0);
