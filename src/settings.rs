@@ -7,8 +7,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyDictMethods};
 
+use crate::asgi::access_log::AccessFormat;
 use crate::asgi::websocket::WsSettings;
 use crate::proxy_headers::TrustedHosts;
+use crate::server::ConfigError;
 use crate::tls::TlsOptions;
 
 /// Which HTTP versions the server speaks (`--http`).
@@ -108,6 +110,8 @@ pub(crate) struct Settings {
     pub(crate) limit_concurrency: Option<usize>,
     /// Log one line per response on the access logger.
     pub(crate) access_log: bool,
+    /// `--access-log-format`: lines written when the response is over, instead of uvicorn's.
+    pub(crate) access_log_format: Option<AccessFormat>,
     /// Honour `X-Forwarded-For`/`X-Forwarded-Proto` from trusted peers.
     pub(crate) proxy_headers: bool,
     /// Peers whose proxy headers are trusted.
@@ -177,6 +181,10 @@ impl Settings {
             timeout_keep_alive,
             limit_concurrency: required(dict, "limit_concurrency")?.extract()?,
             access_log: required(dict, "access_log")?.extract()?,
+            access_log_format: required(dict, "access_log_format")?
+                .extract::<Option<String>>()?
+                .map(|format| AccessFormat::parse(&format).map_err(ConfigError::new_err))
+                .transpose()?,
             proxy_headers: required(dict, "proxy_headers")?.extract()?,
             trusted_hosts: TrustedHosts::parse(&allow),
             proxy_style: match required(dict, "proxy_headers_style")?.extract::<String>()?.as_str() {

@@ -5,7 +5,7 @@ import re
 import httpx
 import pytest
 
-from tests.helpers import SERVER_NAME, RawClient, ServerProcess, wait_until
+from tests.helpers import IS_UVICORN, SERVER_NAME, RawClient, ServerProcess, run_cli, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +151,36 @@ def test_a_uvicorn_log_config_keeps_working(start_server, tmp_path):
     line = rf"UVICORN-STYLE 127\.0\.0\.1:{local_port} GET /scope HTTP/1\.1 200 OK"
     wait_until(lambda: re.search(line, s.stdout), 10, message=f"uvicorn-style access line in:\n{s.output}")
     assert "CUSTOM-DEFAULT INFO:" in s.stderr
+
+
+ACCESS_FORMAT = (
+    '%(h)s %(l)s %(t)s "%(r)s" %(s)s %(b)s %(B)s %(M)s %(D)s "%(a)s" %({x-request-id}i)s %({content-type}o)s'
+)
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="--access-log-format is tricorn's (gunicorn's atoms)")
+def test_access_log_format_written_at_completion(start_server):
+    srv = start_server("tests.apps.basic:app", "--access-log-format", ACCESS_FORMAT)
+    headers = {"x-request-id": "req-7", "user-agent": "probe/1"}
+    assert httpx.get(srv.url + "/sleep?seconds=0.2&x=1", headers=headers, timeout=10).status_code == 200
+    assert httpx.head(srv.url + "/head", timeout=10).status_code == 200
+    assert httpx.get(srv.url + "/raise-before", timeout=10).status_code == 500
+    pattern = (
+        r"INFO:\s+127\.0\.0\.1:\d+ - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
+        r'"GET /sleep\?seconds=0\.2&x=1 HTTP/1\.1" 200 (\d+) (\d+) (\d+) (\d+) "probe/1" req-7 (\S+)'
+    )
+    match = wait_until(lambda: re.search(pattern, srv.stdout), 10, message=f"access line:\n{srv.output}")
+    size, size_b, millis, micros, content_type = match.groups()
+    assert size == size_b and int(size) > 0
+    assert int(millis) >= 200 and int(micros) >= 200_000, "the duration covers the app's sleep"
+    assert content_type.startswith(("application/json", "text/plain"))
+    head = r'"HEAD /head HTTP/1\.1" 200 - 0 '
+    wait_until(lambda: re.search(head, srv.stdout), 10, message=f"HEAD line (no content sent):\n{srv.output}")
+    wait_until(lambda: '"GET /raise-before HTTP/1.1" 500 -' in srv.stdout, 10, message=f"500 line:\n{srv.output}")
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="--access-log-format is tricorn's (gunicorn's atoms)")
+def test_unknown_access_log_atom_is_one_error_line():
+    result = run_cli("tests.apps.basic:app", "--access-log-format", "%(zz)s")
+    assert result.returncode == 3
+    assert "--access-log-format: unknown atom %(zz)s" in result.stderr

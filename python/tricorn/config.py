@@ -75,6 +75,7 @@ class Config:
         log_config: dict[str, Any] | str | os.PathLike[str] | RawConfigParser | IO[Any] | None = LOGGING_CONFIG,
         log_level: str | int | None = None,
         access_log: bool = True,
+        access_log_format: str | None = None,
         use_colors: bool | None = None,
         interface: InterfaceType = "auto",
         reload: bool = False,
@@ -155,6 +156,7 @@ class Config:
         self.log_config = os.fspath(log_config) if isinstance(log_config, os.PathLike) else log_config
         self.log_level = log_level
         self.access_log = access_log
+        self.access_log_format = access_log_format
         self.use_colors = use_colors
         self.interface = interface
         self.reload = reload

@@ -96,17 +96,21 @@ class ColourizedFormatter(logging.Formatter):
         """Kept for compatibility with uvicorn's formatter API."""
         return True
 
+    def level_prefix(self, record: logging.LogRecord) -> str:
+        """`INFO:     `: the level name (coloured when `use_colors`), a colon, padding to 9 characters."""
+        levelname = record.levelname
+        separator = " " * (8 - len(levelname))
+        if self.use_colors:
+            levelname = self.color_level_name(levelname, record.levelno)
+        return levelname + ":" + separator
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         """Add `levelprefix` (and the colour message) to a copy of the record, then format it."""
         recordcopy = copy(record)
-        levelname = recordcopy.levelname
-        separator = " " * (8 - len(recordcopy.levelname))
-        if self.use_colors:
-            levelname = self.color_level_name(levelname, recordcopy.levelno)
-            if "color_message" in recordcopy.__dict__:
-                recordcopy.msg = recordcopy.__dict__["color_message"]
-                recordcopy.__dict__["message"] = recordcopy.getMessage()
-        recordcopy.__dict__["levelprefix"] = levelname + ":" + separator
+        if self.use_colors and "color_message" in recordcopy.__dict__:
+            recordcopy.msg = recordcopy.__dict__["color_message"]
+            recordcopy.__dict__["message"] = recordcopy.getMessage()
+        recordcopy.__dict__["levelprefix"] = self.level_prefix(recordcopy)
         return super().formatMessage(recordcopy)
 
 
@@ -146,9 +150,15 @@ class AccessFormatter(ColourizedFormatter):
         return status_and_phrase
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        """Split the access-log arguments into named fields, then format the record."""
+        """Split the access-log arguments into named fields, then format the record.
+
+        A line made by `--access-log-format` (any other arguments) is written after the level prefix.
+        """
         recordcopy = copy(record)
-        client_addr, method, full_path, http_version, status_code = cast("tuple[Any, ...]", recordcopy.args)
+        args = cast("tuple[Any, ...]", recordcopy.args)
+        if len(args) != 5:
+            return f"{self.level_prefix(recordcopy)} {recordcopy.getMessage()}"
+        client_addr, method, full_path, http_version, status_code = args
         request_line = f"{method} {full_path} HTTP/{http_version}"
         if self.use_colors:
             request_line = ansi_style(request_line, bold=True)

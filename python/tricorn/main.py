@@ -198,6 +198,14 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 )
 @click.option("--log-level", type=LEVEL_CHOICES, default=None, help="Log level. [default: info]", show_default=True)
 @click.option("--access-log/--no-access-log", is_flag=True, default=True, help="Enable/Disable access log.")
+@click.option(
+    "--access-log-format",
+    type=str,
+    default=None,
+    help="Write access lines when the response is over, in this format: gunicorn's atoms, e.g. "
+    "'%(h)s \"%(r)s\" %(s)s %(b)s %(D)s' (%(D)s: microseconds; %({name}i)s, %({name}o)s: headers). "
+    "[default: uvicorn's line, when the response starts]",
+)
 @click.option("--use-colors/--no-use-colors", is_flag=True, default=None, help="Enable/Disable colorized logging.")
 @click.option(
     "--proxy-headers/--no-proxy-headers",

@@ -65,6 +65,7 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "timeout_keep_alive": float(config.timeout_keep_alive),
         "limit_concurrency": config.limit_concurrency,
         "access_log": config.access_log and access_logger.hasHandlers(),
+        "access_log_format": config.access_log_format,
         "access_logger": access_logger,
         "error_logger": logging.getLogger("tricorn.error"),
         "proxy_headers": config.proxy_headers,

@@ -6,9 +6,10 @@ use http::HeaderMap;
 use http::request::Parts;
 use pyo3::prelude::*;
 
+use super::access_log::AccessRecord;
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
-use super::scope::{Client, ConnScope, Origin};
+use super::scope::{Client, ConnScope, Origin, client_label};
 use super::websocket;
 use crate::forwarded;
 use crate::net::{ConnInfo, PeerAddr};
@@ -101,7 +102,14 @@ pub(crate) fn start(
     let settings = &state.settings;
     let origin = request_origin(settings, conn, scheme, &parts.headers);
     let scope = state.scope_template.build(py, conn_scope, parts, conn, &origin, state.lifespan_state.bind(py))?;
-    let access = settings.access_log.then(|| AccessInfo::new(&origin, parts, &settings.root_path));
+    let (access, record) = match &settings.access_log_format {
+        _ if !settings.access_log => (None, None),
+        Some(format) => (None, Some(AccessRecord::new(state, format, parts, client_label(&origin)))),
+        None => (Some(AccessInfo::new(&origin, parts, &settings.root_path)), None),
+    };
+    if let Some(record) = record {
+        exchange.borrow_mut().access_record = Some(Box::new(record));
+    }
     let receive = Py::new(py, Receive::new(exchange.clone(), state.clone()))?;
     let task_key = state.app_tasks.borrow_mut().insert(py.None());
     let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {

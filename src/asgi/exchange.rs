@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
 use pyo3::prelude::*;
 
+use super::access_log::AccessRecord;
 use super::body::RequestBody;
 
 /// Buffered request body above which the socket stops being read (as uvicorn's 64 KiB).
@@ -100,6 +101,8 @@ pub(crate) struct Exchange {
     send_waiter: Option<Py<PyAny>>,
     head_waker: Option<Waker>,
     body_waker: Option<Waker>,
+    /// The `--access-log-format` line in the making.
+    pub(crate) access_record: Option<Box<AccessRecord>>,
     // Both sides.
     /// The client went away, or the connection was aborted.
     pub(crate) disconnected: bool,
@@ -139,6 +142,7 @@ impl Exchange {
             send_waiter: None,
             head_waker: None,
             body_waker: None,
+            access_record: None,
             disconnected: false,
             aborted: false,
         }))
@@ -234,6 +238,9 @@ impl Exchange {
     /// Record `http.response.start`; `trailers` announces `http.response.trailers` messages.
     pub(crate) fn start_response(&mut self, head: ResponseHead, expected_length: Option<u64>, trailers: bool) {
         self.stage = ResponseStage::Started;
+        if let Some(record) = &mut self.access_record {
+            record.set_response(head.status.as_u16(), &head.headers);
+        }
         self.head = Some(head);
         self.expected_length = expected_length;
         self.trailers_expected = trailers;
@@ -394,6 +401,13 @@ impl Exchange {
     /// The response body was fully written.
     pub(crate) fn mark_sent(&mut self) -> Option<Py<PyAny>> {
         self.receive_waiter.take()
+    }
+
+    /// The `--access-log-format` record and the body bytes sent, once: the response is over.
+    /// The caller writes the line after releasing the exchange (logging runs Python code).
+    pub(crate) fn take_access_record(&mut self) -> Option<(Box<AccessRecord>, u64)> {
+        let bytes = if self.discard_body { 0 } else { self.sent_length };
+        self.access_record.take().map(|record| (record, bytes))
     }
 
     /// Id of the pump task, to cancel it when the exchange ends.

@@ -1,5 +1,6 @@
 //! ASGI 3 for HTTP: scope, `receive`/`send`, and the exchange between the connection and the app.
 
+pub(crate) mod access_log;
 pub(crate) mod app;
 pub(crate) mod awaitable;
 pub(crate) mod body;

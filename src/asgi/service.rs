@@ -179,7 +179,7 @@ impl Future for ResponseFuture {
                 match head {
                     Some(ResponseHead { status, headers }) => {
                         let body = if exchange.borrow().discard_body {
-                            ResponseBody::Head(exchange.borrow().sent_length)
+                            ResponseBody::Head(exchange.clone(), exchange.borrow().sent_length)
                         } else {
                             ResponseBody::Stream(exchange.clone(), false)
                         };
@@ -190,11 +190,14 @@ impl Future for ResponseFuture {
                     }
                     // The application finished without a response, or failed before starting one.
                     None if exchange.borrow().disconnected => Poll::Ready(Err(Aborted)),
-                    None => Poll::Ready(Ok(simple_response(
-                        state,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal Server Error",
-                    ))),
+                    None => {
+                        log_access(exchange);
+                        Poll::Ready(Ok(simple_response(
+                            state,
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "Internal Server Error",
+                        )))
+                    }
                 }
             }
         }
@@ -220,7 +223,7 @@ pub(crate) enum ResponseBody {
     /// Chunks sent by the application; the flag records that the end was reached.
     Stream(ExchangeRef, bool),
     /// No content, for a HEAD request, with the length a GET would have had.
-    Head(u64),
+    Head(ExchangeRef, u64),
 }
 
 impl Body for ResponseBody {
@@ -230,7 +233,7 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         match self.get_mut() {
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Self::Head(_) => Poll::Ready(None),
+            Self::Head(..) => Poll::Ready(None),
             Self::Stream(exchange, finished) => {
                 let (poll, drained) = exchange.borrow_mut().poll_chunk(cx);
                 if let Some(future) = drained {
@@ -251,7 +254,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full(data) => data.is_none(),
-            Self::Head(_) => true,
+            Self::Head(..) => true,
             Self::Stream(exchange, finished) => *finished || exchange.borrow().body_is_end(),
         }
     }
@@ -260,7 +263,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Head(length) => SizeHint::with_exact(*length),
+            Self::Head(_, length) => SizeHint::with_exact(*length),
             Self::Stream(exchange, _) => {
                 exchange.borrow().known_length().map_or_else(SizeHint::default, SizeHint::with_exact)
             }
@@ -270,6 +273,9 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Self::Stream(exchange, _) | Self::Head(exchange, _) = self {
+            log_access(exchange);
+        }
         if let Self::Stream(exchange, false) = self {
             let parked = exchange.borrow_mut().mark_disconnected();
             resolve_parked(exchange, parked);
@@ -279,6 +285,14 @@ impl Drop for ResponseBody {
         {
             crate::runtime::with_current(|rt| rt.executor.cancel(pump));
         }
+    }
+}
+
+/// Write the `--access-log-format` line of an exchange that is over, if it has one.
+fn log_access(exchange: &ExchangeRef) {
+    let record = exchange.borrow_mut().take_access_record();
+    if let Some((record, bytes)) = record {
+        record.log(bytes);
     }
 }
 
