@@ -24,7 +24,14 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection, Setting
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StopSendingReceived, StreamReset
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicEvent,
+    StopSendingReceived,
+    StreamReset,
+)
+from aioquic.tls import SessionTicket, SessionTicketHandler
 
 from tests.helpers import HOST
 
@@ -98,6 +105,7 @@ class H3Client(QuicConnectionProtocol):
         self.http = H3Connection(self._quic)
         self.streams: dict[int, H3Stream] = {}
         self.terminated: ConnectionTerminated | None = None
+        self.handshake: HandshakeCompleted | None = None
         self.authority = f"{SERVER_NAME}:443"
         self._changed = asyncio.Event()
 
@@ -105,6 +113,8 @@ class H3Client(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionTerminated):
             self.terminated = event
+        elif isinstance(event, HandshakeCompleted):
+            self.handshake = event
         elif isinstance(event, StreamReset) and event.stream_id in self.streams:
             self.streams[event.stream_id].reset_code = event.error_code
         elif isinstance(event, StopSendingReceived) and event.stream_id in self.streams:
@@ -290,6 +300,10 @@ class H3Client(QuicConnectionProtocol):
         """
         self._quic._remote_max_streams_bidi = 1 << 40
 
+    async def handshake_completed(self, timeout: float = 5.0) -> HandshakeCompleted:
+        """The handshake's outcome (ALPN, resumption, whether the server accepted 0-RTT data)."""
+        return await self.wait_for(lambda: self.handshake, timeout, "the end of the handshake")
+
     async def closed(self, timeout: float = 5.0) -> ConnectionTerminated:
         """Wait for the server to close the connection; returns its CONNECTION_CLOSE (or idle timeout)."""
         loop = asyncio.get_running_loop()
@@ -317,12 +331,33 @@ def client_configuration(ca: Path, **options) -> QuicConfiguration:
 
 @contextlib.asynccontextmanager
 async def h3_connect(
-    port: int, ca: Path, host: str = HOST, timeout: float = 5.0, idle_timeout: float = 10.0, **options
+    port: int,
+    ca: Path,
+    host: str = HOST,
+    timeout: float = 5.0,
+    idle_timeout: float = 10.0,
+    session_ticket: SessionTicket | None = None,
+    session_ticket_handler: SessionTicketHandler | None = None,
+    early_data: bool = False,
 ) -> AsyncIterator[H3Client]:
-    """An established HTTP/3 connection to ``host:port`` (handshake bounded by ``timeout``); closed on exit."""
-    configuration = client_configuration(ca, idle_timeout=idle_timeout, **options)
+    """An HTTP/3 connection to ``host:port``, closed on exit.
+
+    By default it is established (handshake bounded by ``timeout``). With a ``session_ticket`` from an earlier
+    connection (collected by ``session_ticket_handler``) and ``early_data``, the client resumes the session and
+    yields at once, so the first requests go out as 0-RTT data (RFC 9001 §4.6).
+    """
+    configuration = client_configuration(ca, idle_timeout=idle_timeout, session_ticket=session_ticket)
     async with contextlib.AsyncExitStack() as stack:
-        opening = stack.enter_async_context(connect(host, port, configuration=configuration, create_protocol=H3Client))
+        opening = stack.enter_async_context(
+            connect(
+                host,
+                port,
+                configuration=configuration,
+                create_protocol=H3Client,
+                session_ticket_handler=session_ticket_handler,
+                wait_connected=not early_data,
+            )
+        )
         client = await asyncio.wait_for(opening, timeout)
         assert isinstance(client, H3Client)
         client.authority = f"{SERVER_NAME}:{port}"

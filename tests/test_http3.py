@@ -12,6 +12,7 @@ only tricorn offers, and of what hypercorn gets wrong, say so in their skip reas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -24,10 +25,12 @@ from pathlib import Path
 import httpx
 import niquests
 import pytest
+from aioquic.h3.connection import ErrorCode
 
 from tests.h3client import (
     QUIC_STREAM_LIMIT_ERROR,
     H3Client,
+    H3Stream,
     h3_connect,
     h3_connect_many,
     initial_datagram,
@@ -68,12 +71,23 @@ def default_alt_svc(port: int) -> str:
 
 
 def wait_h3(srv: ServerProcess, certs: Path, timeout: float = 10.0) -> ServerProcess:
-    """Wait until the server's UDP port answers a client Initial (its TCP listener is up already)."""
-    datagram = initial_datagram(certs / "ca.pem", srv.port)
+    """Wait until the server answers an HTTP/3 GET (its TCP listener is up already).
+
+    The probe completes its handshake and closes: a half-open one could hold up the server's shutdown.
+    """
+
+    async def probe() -> bool:
+        try:  # a short idle timeout ends a handshake nobody answers, within aioquic's own connect()
+            async with h3_connect(srv.port, certs / "ca.pem", timeout=3.0, idle_timeout=0.5) as client:
+                return (await client.get("/", timeout=2.0)).status == 200
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError):
+            return False
+
     deadline = time.monotonic() + timeout
-    while not udp_exchange(srv.port, datagram, wait=0.2):
+    while not run(probe(), timeout=5.0):
         if srv.proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"no HTTP/3 on UDP port {srv.port}\ncmd: {srv.cmd}\n{srv.output}")
+        time.sleep(0.05)
     return srv
 
 
@@ -430,8 +444,8 @@ def test_connection_survives_client_port_change(h3_server, ca):
 def test_garbage_datagrams(h3_server, ca):
     rng = random.Random(5)
     port = h3_server.port
-    # A long header with an unknown version, padded to 1200 bytes: RFC 9000 §6 has the server answer with
-    # Version Negotiation (a long header with version 0) listing its versions.
+    # A long header with a version reserved to force version negotiation (0x?a?a?a?a, RFC 9000 §15), padded to
+    # 1200 bytes: the server answers with Version Negotiation (version 0) listing its versions (RFC 9000 §6).
     unknown_version = bytes([0xC0]) + b"\x1a\x2a\x3a\x4a" + b"\x08" + b"D" * 8 + b"\x08" + b"S" * 8
     unknown_version += b"\x00" * (1200 - len(unknown_version))
     replies = udp_exchange(port, unknown_version, wait=1.0)
@@ -481,7 +495,7 @@ def test_handshakes_that_never_complete(h3_server, ca):
             sock.close()
 
 
-def test_client_opening_streams_slower_than_the_limit_is_held_to_it(h3_server, ca):
+def test_more_requests_than_the_stream_limit_wait_for_credit(h3_server, ca):
     """Twice as many requests as the server allows streams: the client waits for MAX_STREAMS (RFC 9000 §4.6),
     never more than the limit are in the app at once, and all complete."""
     name = key()
@@ -549,7 +563,7 @@ def test_websocket_over_http3_if_advertised(start_server, tls_certs):
 
 
 # ---------------------------------------------------------------------------------------------
-# Shutdown, workers, configuration errors
+# Shutdown, workers
 # ---------------------------------------------------------------------------------------------
 def test_graceful_shutdown_lets_requests_in_flight_finish(start_server, tls_certs):
     srv = start_h3(start_server, tls_certs, "--timeout-graceful-shutdown", "5")
@@ -568,6 +582,40 @@ def test_graceful_shutdown_lets_requests_in_flight_finish(start_server, tls_cert
 
 @pytest.mark.skipif(
     IS_HYPERCORN,
+    reason="hypercorn exits without closing its QUIC connections (no CONNECTION_CLOSE): clients find out only "
+    "at their idle timeout",
+)
+def test_shutdown_closes_idle_connections(start_server, tls_certs):
+    """SIGTERM with an idle HTTP/3 connection open: the server closes it with H3_NO_ERROR and exits at once."""
+    srv = start_h3(start_server, tls_certs)
+
+    async def main():
+        async with h3_connect(srv.port, tls_certs / "ca.pem") as client:
+            assert (await client.get("/")).status == 200
+            srv.send_signal(signal.SIGTERM)
+            closed = await client.closed(timeout=3)
+            assert closed.error_code == ErrorCode.H3_NO_ERROR, closed
+
+    run(main())
+    assert srv.wait_exit(3) in graceful_exit_codes()
+
+
+def test_shutdown_is_not_held_up_by_a_handshake_that_never_completes(start_server, tls_certs):
+    """A client that sent an Initial and went silent has no request in flight: SIGTERM does not wait for it
+    (hypercorn always waits its 3 s graceful timeout, hence the bound)."""
+    srv = start_h3(start_server, tls_certs)
+    with udp_socket() as sock:
+        sock.sendto(initial_datagram(tls_certs / "ca.pem", srv.port), (HOST, srv.port))
+        assert sock.recv(65536)  # the server's first flight: the handshake is under way
+        start = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        code = srv.wait_exit(8)
+    assert time.monotonic() - start < 5
+    assert code in graceful_exit_codes()
+
+
+@pytest.mark.skipif(
+    IS_HYPERCORN,
     reason="hypercorn's workers share one UDP socket, so datagrams of one connection reach other workers "
     "(pgjones/hypercorn#114)",
 )
@@ -578,15 +626,127 @@ def test_two_workers_keep_each_connection_on_one_worker(start_server, tls_certs)
 
     async def main():
         async with h3_connect_many(srv.port, tls_certs / "ca.pem", 30) as clients:
+            pids = set()
             for round_ in range(3):
-                responses = await asyncio.gather(*(c.get("/", timeout=5) for c in clients))
+                responses = await asyncio.gather(*(c.get("/pid", timeout=5) for c in clients))
                 assert [r.status for r in responses] == [200] * len(clients)
+                pids |= {json.loads(r.body)["pid"] for r in responses}
                 if round_ < 2:
                     await asyncio.gather(*(c.rebind() for c in clients))
+            assert len(pids) == 2, f"HTTP/3 served by {len(pids)} worker(s)"
 
     run(main(), timeout=25)
 
 
+# ---------------------------------------------------------------------------------------------
+# Knobs (tricorn's --http3-* options) and 0-RTT
+# ---------------------------------------------------------------------------------------------
+@tricorn_only
+def test_max_concurrent_streams(start_server, tls_certs):
+    srv = start_h3(start_server, tls_certs, "--http3-max-concurrent-streams", "10")
+    name = key()
+
+    async def main():
+        async with h3_connect(srv.port, tls_certs / "ca.pem") as client:
+            assert client.peer_max_bidi_streams() == 10
+            responses = await client.concurrent([f"/hold?key={name}&seconds=0.3"] * 30)
+            assert [r.status for r in responses] == [200] * 30
+            assert await result(client, name + ":max") == 10
+
+    run(main())
+
+
+@tricorn_only
+def test_idle_timeout(start_server, tls_certs):
+    """QUIC's idle timeout is the smaller of both ends' (RFC 9000 §10.1): 1 s here, the client offering 10 s."""
+    srv = start_h3(start_server, tls_certs, "--http3-idle-timeout", "1")
+
+    async def main():
+        async with h3_connect(srv.port, tls_certs / "ca.pem", idle_timeout=10) as client:
+            assert (await client.get("/")).status == 200
+            start = asyncio.get_running_loop().time()
+            await client.closed(timeout=4)
+            assert 0.8 < asyncio.get_running_loop().time() - start < 4
+
+    run(main())
+
+
+@tricorn_only
+def test_keep_alive_interval_keeps_an_idle_connection(start_server, tls_certs):
+    srv = start_h3(start_server, tls_certs, "--http3-idle-timeout", "1", "--http3-keep-alive-interval", "0.3")
+
+    async def main():
+        async with h3_connect(srv.port, tls_certs / "ca.pem", idle_timeout=10) as client:
+            assert (await client.get("/")).status == 200
+            await asyncio.sleep(2.5)  # well past the idle timeout: only the server's PINGs keep it open
+            assert client.terminated is None
+            assert (await client.get("/")).status == 200
+
+    run(main())
+
+
+@tricorn_only
+@pytest.mark.parametrize("controller", ["cubic", "newreno", "bbr"])
+def test_congestion_controllers(start_server, tls_certs, controller):
+    srv = start_h3(start_server, tls_certs, "--http3-congestion", controller)
+    size = 2 * 1024 * 1024
+
+    async def main():
+        async with h3_connect(srv.port, tls_certs / "ca.pem") as client:
+            resp = await client.get(f"/random?size={size}&seed=2")
+            assert resp.status == 200 and bytes(resp.body) == random.Random(2).randbytes(size)
+
+    run(main())
+
+
+async def session_ticket(port: int, ca: Path) -> list:
+    """Session tickets the server issues on a first connection (RFC 8446 §4.6.1)."""
+    tickets: list = []
+    async with h3_connect(port, ca, session_ticket_handler=tickets.append) as client:
+        assert (await client.get("/")).status == 200
+        with contextlib.suppress(TimeoutError):
+            await client.wait_for(lambda: tickets, 1.0, "a session ticket")
+    return tickets
+
+
+async def zero_rtt_get(port: int, ca: Path, tickets: list) -> tuple[H3Stream, bool]:
+    """GET / sent as 0-RTT data if a ticket allows it; returns the response and whether the server took it."""
+    async with h3_connect(port, ca, session_ticket=tickets[-1] if tickets else None, early_data=True) as client:
+        stream_id = client.send_request("GET", "/")
+        resp = await client.response(stream_id)
+        return resp, (await client.handshake_completed()).early_data_accepted
+
+
+def test_zero_rtt_is_refused_by_default(h3_server, ca):
+    """0-RTT requests can be replayed (RFC 9001 §9.2): by default the server refuses early data, and the client
+    sends its request again after the handshake."""
+
+    async def main():
+        tickets = await session_ticket(h3_server.port, ca)
+        resp, accepted = await zero_rtt_get(h3_server.port, ca, tickets)
+        assert resp.status == 200
+        assert not accepted
+
+    run(main())
+
+
+@tricorn_only
+def test_zero_rtt_opt_in(start_server, tls_certs):
+    srv = start_h3(start_server, tls_certs, "--http3-0rtt")
+
+    async def main():
+        tickets = await session_ticket(srv.port, tls_certs / "ca.pem")
+        assert tickets, "no session ticket"
+        resp, accepted = await zero_rtt_get(srv.port, tls_certs / "ca.pem", tickets)
+        assert resp.status == 200 and json.loads(resp.body)["http_version"] == "3"
+        assert accepted
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration errors
+# ---------------------------------------------------------------------------------------------
 @tricorn_only
 def test_http3_without_certificate_is_refused():
     result = run_cli(APP, "--port", str(free_port()), HTTP3, timeout=15)

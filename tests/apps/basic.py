@@ -361,6 +361,11 @@ async def hold(scope, receive, send, q):
     await respond(send, b"held")
 
 
+async def pid(scope, receive, send, q):
+    """The worker process serving the request."""
+    await respond_json(send, {"pid": os.getpid()})
+
+
 async def env(scope, receive, send, q):
     await respond_json(send, {"value": os.environ.get(q["name"])})
 
@@ -398,6 +403,7 @@ ROUTES = {
     "/sleep": sleep,
     "/random": random_bytes,
     "/hold": hold,
+    "/pid": pid,
     "/env": env,
     "/status": status,
 }
