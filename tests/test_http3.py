@@ -43,7 +43,6 @@ from tests.helpers import (
     HTTP3,
     HTTP3_ALT_SVC,
     IS_HYPERCORN,
-    IS_UVICORN,
     NO_HTTP3_ALT_SVC,
     ServerProcess,
     free_port,
@@ -52,7 +51,7 @@ from tests.helpers import (
 )
 from tests.test_websocket_h2 import BINARY, CLOSE, TEXT, close_payload, parse_ws_frame, ws_frame
 
-pytestmark = [pytest.mark.skipif(IS_UVICORN, reason="uvicorn has no HTTP/3"), pytest.mark.timeout(30)]
+pytestmark = pytest.mark.timeout(30)
 
 APP = "tests.apps.basic:app"
 tricorn_only = pytest.mark.skipif(IS_HYPERCORN, reason="tricorn option (hypercorn has no equivalent)")
@@ -406,6 +405,30 @@ def test_reset_while_app_sends_frees_the_app(h3_server, ca):
             assert (await client.get("/")).status == 200
 
     run(main(), timeout=15)
+
+
+@pytest.mark.skipif(
+    IS_HYPERCORN,
+    reason="hypercorn: the app's response to a stream the client has reset raises in aioquic ('Cannot send data "
+    "on a finished stream') and the exception ends hypercorn's UDPServer task, so HTTP/3 stops answering on "
+    "every connection (TCP goes on) until a restart",
+)
+def test_requests_cancelled_before_the_response_leave_the_server_healthy(h3_server, ca):
+    """Clients (and load tools on timeout) cancel requests the app is still working on; when the app responds
+    later, the responses are dropped and nothing else is affected."""
+
+    async def main():
+        async with h3_connect(h3_server.port, ca) as client:
+            cancelled = [client.send_request("GET", "/sleep?seconds=0.3") for _ in range(5)]
+            await asyncio.sleep(0.05)
+            for stream_id in cancelled:
+                client.reset(stream_id)
+            await asyncio.sleep(0.5)  # the app has answered them all by now
+            assert (await client.get("/", timeout=3)).status == 200
+        async with h3_connect(h3_server.port, ca) as fresh:
+            assert (await fresh.get("/", timeout=3)).status == 200
+
+    run(main())
 
 
 # ---------------------------------------------------------------------------------------------
