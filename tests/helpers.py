@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Which server is under test: "tricorn" (default) or "uvicorn" (reference, to validate the suite).
+# Which server is under test: "tricorn" (default), or a reference to validate the suite: "uvicorn" for most
+# files, "hypercorn" for the HTTP/3 tests (its command line is translated by `hypercorn_command`).
 SERVER = os.environ.get("TRICORN_TEST_SERVER", "tricorn")
 SERVER_NAME = SERVER.rsplit(".", 1)[-1]
 ENV_PREFIX = SERVER_NAME.upper() + "_"
 IS_UVICORN = SERVER_NAME == "uvicorn"
+IS_HYPERCORN = SERVER_NAME == "hypercorn"
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
@@ -29,6 +32,49 @@ def graceful_exit_codes(sig=signal.SIGTERM) -> tuple:
     What matters (and is asserted by the tests) is that in-flight work and lifespan shutdown completed.
     """
     return (0, -int(sig))
+
+
+# tricorn's HTTP/3 options, in one place for the tests (hypercorn_command translates them).
+HTTP3 = "--http3"
+HTTP3_ALT_SVC = "--http3-alt-svc"
+NO_HTTP3_ALT_SVC = "--no-http3-alt-svc"
+
+
+def hypercorn_command(app: str | None, port: int, args: tuple[str, ...] | list[str], workdir: Path) -> list[str]:
+    """``python -m hypercorn`` serving ``app`` as tricorn would with ``--port PORT`` and ``args``.
+
+    Translated: ``--ssl-certfile/--ssl-keyfile`` (``--certfile/--keyfile``), ``--http3`` (``--quic-bind`` on
+    the TCP port), ``--http3-alt-svc V`` (``alt_svc_headers`` in a TOML config, hypercorn has no option for it),
+    ``--timeout-graceful-shutdown`` (``--graceful-timeout``), ``--workers``. Anything else raises: a test that
+    needs it must be skipped for hypercorn.
+    """
+    address = f"{HOST}:{port}"
+    cmd = [sys.executable, "-m", "hypercorn", "--bind", address]
+    alt_svc = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--ssl-certfile":
+            cmd += ["--certfile", rest.pop(0)]
+        elif arg == "--ssl-keyfile":
+            cmd += ["--keyfile", rest.pop(0)]
+        elif arg == HTTP3:
+            cmd += ["--quic-bind", address]
+        elif arg == HTTP3_ALT_SVC:
+            alt_svc.append(rest.pop(0))
+        elif arg == "--timeout-graceful-shutdown":
+            cmd += ["--graceful-timeout", rest.pop(0)]
+        elif arg == "--workers":
+            cmd += ["--workers", rest.pop(0)]
+        else:
+            raise ValueError(f"no hypercorn equivalent for {arg!r}")
+    if alt_svc:
+        config = workdir / "hypercorn.toml"
+        config.write_text(f"alt_svc_headers = {json.dumps(alt_svc)}\n")
+        cmd += ["--config", str(config)]
+    if app is not None:
+        cmd.append(app)
+    return cmd
 
 
 def free_port() -> int:
@@ -79,6 +125,8 @@ class ServerProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix="tricorn-test-")
         self.stdout_path = Path(self._tmp.name) / "stdout.txt"
         self.stderr_path = Path(self._tmp.name) / "stderr.txt"
+        if cmd is None and IS_HYPERCORN:
+            cmd = hypercorn_command(app, self.port, args, Path(self._tmp.name))
         if cmd is None:
             cmd = [sys.executable, "-m", SERVER]
             if app is not None:

@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import json
 import os
+import random
 from urllib.parse import parse_qs
 
 RESULTS: dict = {}
@@ -332,6 +333,39 @@ async def sleep(scope, receive, send, q):
     print(f"SLEEP-DONE {q.get('key', '')}", flush=True)
 
 
+async def random_bytes(scope, receive, send, q):
+    """``size`` bytes from ``random.Random(seed)``, sent in ``chunk``-sized pieces (a test can hash them)."""
+    data = random.Random(int(q.get("seed", "0"))).randbytes(int(q["size"]))
+    size = int(q.get("chunk", "65536"))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(data)).encode())],
+        }
+    )
+    for start in range(0, len(data), size):
+        await send({"type": "http.response.body", "body": data[start : start + size], "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def hold(scope, receive, send, q):
+    """Stays in the app for ``seconds``; RESULTS[key] counts the requests inside now, RESULTS[key:max] the peak."""
+    key = q["key"]
+    RESULTS[key] = RESULTS.get(key, 0) + 1
+    RESULTS[key + ":max"] = max(RESULTS.get(key + ":max", 0), RESULTS[key])
+    try:
+        await asyncio.sleep(float(q.get("seconds", "0.5")))
+    finally:
+        RESULTS[key] -= 1
+    await respond(send, b"held")
+
+
+async def pid(scope, receive, send, q):
+    """The worker process serving the request."""
+    await respond_json(send, {"pid": os.getpid()})
+
+
 async def env(scope, receive, send, q):
     await respond_json(send, {"value": os.environ.get(q["name"])})
 
@@ -379,6 +413,9 @@ ROUTES = {
     "/bp-send": bp_send,
     "/bp-recv": bp_recv,
     "/sleep": sleep,
+    "/random": random_bytes,
+    "/hold": hold,
+    "/pid": pid,
     "/env": env,
     "/status": status,
     "/pathsend": pathsend,
