@@ -59,11 +59,14 @@ pub(crate) async fn serve(state: Rc<ServerState>, incoming: Incoming, local: Soc
     let early = if zero_rtt { connecting.into_0rtt() } else { Err(connecting) };
     let connection = match early {
         Ok((connection, _)) => connection,
-        Err(connecting) => match runtime::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-            Some(Ok(connection)) => connection,
-            // A failed or abandoned handshake concerns this client only.
-            Some(Err(_)) | None => return,
-        },
+        // A graceful shutdown does not wait for a handshake: no request is in flight yet.
+        Err(connecting) => {
+            match runtime::timeout(HANDSHAKE_TIMEOUT, unless_shutting_down(&state, key, connecting)).await {
+                Some(Some(Ok(connection))) => connection,
+                // A failed or abandoned handshake concerns this client only.
+                Some(Some(Err(_)) | None) | None => return,
+            }
+        }
     };
     let info = conn_info(&connection, local);
     let quic = connection.clone();
@@ -117,6 +120,19 @@ pub(crate) async fn serve(state: Rc<ServerState>, incoming: Incoming, local: Soc
     }
     // Requests still running when the connection is gone are dropped here: a disconnect.
     drop(requests);
+}
+
+/// Wait for `future`, or give up (`None`) when the server's graceful shutdown starts.
+async fn unless_shutting_down<F: Future>(state: &ServerState, key: usize, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        if state.is_shutting_down() {
+            return Poll::Ready(None);
+        }
+        state.park_connection(key, cx.waker());
+        future.as_mut().poll(cx).map(Some)
+    })
+    .await
 }
 
 /// Close a connection whose requests are all answered, once the client had time to receive
