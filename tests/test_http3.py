@@ -582,7 +582,40 @@ def test_websocket_over_http3_if_advertised(start_server, tls_certs):
             return True
 
     if not run(main()):
-        pytest.skip("the server does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 9220 §3)")
+        pytest.skip(
+            "the server does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 9220 §3): for tricorn, the h3 crate "
+            "(0.0.8, the latest) cannot carry `:protocol websocket` (hyperium/h3#236)"
+        )
+
+
+def test_refused_websocket_over_http3_leaves_the_endpoint_serving(start_server, tls_certs):
+    """A server without RFC 9220 refuses an extended CONNECT for a WebSocket; the refusal stays on that stream
+    or connection, and HTTP/3 keeps working on the endpoint (one WebSocket over HTTP/3 left hypercorn's QUIC
+    listener dead)."""
+    srv = start_h3(start_server, tls_certs, app="tests.apps.ws:app")
+
+    async def main():
+        async with h3_connect(srv.port, tls_certs / "ca.pem") as bystander:
+            async with h3_connect(srv.port, tls_certs / "ca.pem") as client:
+                if await client.supports_extended_connect():
+                    return False
+                stream_id = client.send_request(
+                    "CONNECT", "/echo", [("sec-websocket-version", "13")], body=None, protocol="websocket"
+                )
+                refused = client.wait_for(
+                    lambda: client.terminated is not None or client.streams[stream_id].done,
+                    5.0,
+                    "the refusal of the extended CONNECT",
+                )
+                await refused
+                assert client.streams[stream_id].status != 200
+            assert (await bystander.get("/http")).status == 200
+        async with h3_connect(srv.port, tls_certs / "ca.pem") as fresh:
+            assert (await fresh.get("/http")).status == 200
+        return True
+
+    if not run(main()):
+        pytest.skip("the server speaks RFC 9220: test_websocket_over_http3_if_advertised covers it")
 
 
 # ---------------------------------------------------------------------------------------------
