@@ -176,9 +176,7 @@ def test_decompression_bomb_closes_1009_without_inflating_it(start_server):
 def test_disabled_by_option_and_by_environment(start_server):
     off = [
         start_server(APP, "--ws-per-message-deflate", "false"),
-        start_server(
-            APP, env={"TRICORN_WS_PER_MESSAGE_DEFLATE": "false", "UVICORN_WS_PER_MESSAGE_DEFLATE": "false"}
-        ),
+        start_server(APP, env={"TRICORN_WS_PER_MESSAGE_DEFLATE": "false", "UVICORN_WS_PER_MESSAGE_DEFLATE": "false"}),
     ]
     for srv in off:
         with ws_connect(srv, "/echo") as ws:
@@ -251,7 +249,7 @@ def test_client_no_context_takeover_raw(ws_server):
 NEGOTIATION = {
     # offer: expected parameters in the answer (None: no extension)
     "permessage-deflate; client_no_context_takeover": {"client_no_context_takeover": True},
-    "permessage-deflate; server_max_window_bits=\"10\"": {"server_max_window_bits": "10"},
+    'permessage-deflate; server_max_window_bits="10"': {"server_max_window_bits": "10"},
     "x-webkit-deflate-frame, permessage-deflate; server_no_context_takeover": {"server_no_context_takeover": True},
     "permessage-deflate; unknown=1, permessage-deflate; client_max_window_bits=9": {"client_max_window_bits": "9"},
     "permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=9": {
@@ -355,7 +353,9 @@ def test_negotiated_over_http2(ws_server):
 
     deflater = Deflater()
     with RawH2Client(ws_server.port) as client:
-        sid = client.ws_open("/echo", extra=[("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")])
+        sid = client.ws_open(
+            "/echo", extra=[("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")]
+        )
         stream = client.streams[sid]
         assert stream.status == 200
         params = ext_params(stream.header("sec-websocket-extensions"))
