@@ -236,8 +236,8 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
     raise ValueError(server)
 
 
-# WebSocket compression: tricorn does not implement permessage-deflate yet, so it is off for
-# every server (the client offers no extensions either); granian has no such option.
+# WebSocket compression is off for every server, as in granian, which has none (the client
+# offers no extensions either).
 WS_FLAGS = {
     "tricorn": ["--ws-per-message-deflate", "false"],
     "uvicorn": ["--ws-per-message-deflate", "false"],
@@ -1289,7 +1289,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "ends. messages/s = echoes completed in that window; latency = send-to-echo time of every 10th "
             "message (mean, p99). `client` = the client's CPU seconds / wall seconds (it must stay well "
             "below 1.00, else it is the bottleneck; > 0.9 is flagged). No extensions are offered and "
-            "permessage-deflate is off where there is a flag (tricorn has no compression yet). uvicorn "
+            "permessage-deflate is off where there is a flag (granian has no compression). uvicorn "
             "uses its default WebSocket implementation (`--ws auto`: websockets' sans-I/O protocol)."
         )
     L.append(
