@@ -8,10 +8,18 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use super::TAIL;
 use super::negotiate::DeflateParams;
 
+/// A connection's messages are compressed at level 1 until one of at least this size, then at
+/// zlib's default level 6. Measured with zlib-rs: level 1 costs about 0.3 µs for a 100-byte
+/// message, level 6 about 4 µs (each of its blocks clears a 48 KiB buffer), for 20-30% less
+/// output on such messages; on 1 MiB of JSON level 6 gives 45% less than level 1.
+const LARGE: usize = 4096;
+
 /// Compresses data messages into frames with RSV1 set; tungstenite sends them as they are.
 pub(crate) struct Compressor {
     /// Created on the first message, so a connection that only receives holds no window.
     compress: Option<Compress>,
+    /// Level of `compress`: 1, and 6 from the first large message on.
+    level: Compression,
     window_bits: u8,
     no_context_takeover: bool,
 }
@@ -20,6 +28,7 @@ impl Compressor {
     pub(crate) fn new(params: &DeflateParams) -> Self {
         Self {
             compress: None,
+            level: Compression::fast(),
             window_bits: params.server_max_window_bits,
             no_context_takeover: params.server_no_context_takeover,
         }
@@ -47,15 +56,20 @@ impl Compressor {
 
     /// DEFLATE with a sync flush, minus the flush's trailing empty block `00 00 ff ff`.
     fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        let window_bits = self.window_bits;
-        let compress = self
-            .compress
-            .get_or_insert_with(|| Compress::new_with_window_bits(Compression::default(), false, window_bits));
+        if data.len() >= LARGE && self.level != Compression::default() {
+            // flate2 cannot take zlib-rs out of level 1 mid-stream (its `set_level` fails), so a
+            // new DEFLATE stream starts. The previous message ended on a block boundary, so the
+            // client's inflater reads on; the new stream refers to nothing before it.
+            self.level = Compression::default();
+            self.compress = None;
+        }
+        let (window_bits, level) = (self.window_bits, self.level);
+        let compress = self.compress.get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
         let start = compress.total_in();
         let mut out = Vec::with_capacity(data.len() / 2 + 64);
         loop {
             let consumed = (compress.total_in() - start) as usize;
-            if let Err(_error) = compress.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync) {
+            if compress.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync).is_err() {
                 self.compress = None;
                 return None;
             }
@@ -113,7 +127,9 @@ mod tests {
 
     #[test]
     fn messages_inflate_in_sequence_including_empty_ones() {
-        let messages: [&[u8]; 6] = [b"hello", b"", b"", b"hello hello hello hello", b"", &[7u8; 100_000]];
+        let big: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let messages: [&[u8]; 9] =
+            [b"hello", b"", b"", b"hello hello hello hello", b"", &big, b"hello again", &big[..5000], b"hello"];
         for no_context_takeover in [false, true] {
             let mut compressor = Compressor::new(&params(no_context_takeover, 9));
             let mut decompress = Decompress::new(false);

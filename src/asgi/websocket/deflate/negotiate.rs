@@ -262,11 +262,10 @@ mod tests {
 
     #[test]
     fn context_takeover_and_window_parameters_are_honoured() {
-        let (agreed, response) = negotiate_str(&[
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
-             server_max_window_bits=10; client_max_window_bits=9",
-        ])
-        .unwrap();
+        let (agreed, response) =
+            negotiate_str(&["permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=10; client_max_window_bits=9"])
+            .unwrap();
         assert_eq!(agreed, params(true, true, 10, 9));
         assert_eq!(
             response,
