@@ -276,6 +276,17 @@ def test_negotiation_of_offers(ws_server, offer):
         raw.close()
 
 
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn adds its own answer to the application's header")
+def test_application_answering_the_extensions_itself(ws_server):
+    """An app that sets Sec-WebSocket-Extensions in websocket.accept answers the offer: no compression."""
+    raw = RawWS(ws_server, "/own-extension", headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
+    try:
+        assert raw.response.header_all("sec-websocket-extensions") == ["x-app-extension"]
+        assert raw.recv_frame() == (True, 0, TEXT, b"app " * 100)
+    finally:
+        raw.close()
+
+
 BAD_COMPRESSED = {
     # name: (frames after a negotiated handshake, expected close code)
     "rsv1-on-control-frame": ([dict(opcode=PING, payload=b"\x00", rsv=RSV1)], 1002),
@@ -284,6 +295,8 @@ BAD_COMPRESSED = {
         1002,
     ),
     "rsv1-with-rsv2": ([dict(opcode=TEXT, payload=Deflater().deflate(b"x"), rsv=RSV1 | 0b010)], 1002),
+    "unmasked-compressed-frame": ([dict(opcode=TEXT, payload=Deflater().deflate(b"x"), rsv=RSV1, mask=False)], 1002),
+    "reserved-opcode": ([dict(opcode=0x3, payload=b"what")], 1002),
     "corrupt-deflate-data": ([dict(opcode=BINARY, payload=b"\xff\xff\xff\xff\xff", rsv=RSV1)], 1002),
     "invalid-utf8-after-inflating": ([dict(opcode=TEXT, payload=Deflater().deflate(b"ok \xff\xfe"), rsv=RSV1)], 1007),
     "new-compressed-message-inside-one": (
