@@ -14,7 +14,10 @@ process's own CPU use (``client_cpu_util``, 1.0 = one full core).
 connection is an asyncio Protocol (uvloop if installed) that writes one pre-built masked
 frame per message and compares the answer with the expected unmasked echo frame (a short
 general frame parser handles anything else: split reads, pings, close).  No extensions
-are offered, so no server compresses.  ``--impl websockets`` uses the `websockets`
+are offered, so no server compresses, unless ``--deflate``: then every connection offers
+``permessage-deflate; client_no_context_takeover`` (RFC 7692), sends one pre-built
+compressed frame per message and inflates the server's compressed echoes with zlib, so the
+server inflates and deflates every message.  ``--impl websockets`` uses the `websockets`
 library's asyncio client (compression off) instead; it costs several times more CPU per
 message, enough to make the client the bottleneck (kept for comparison).
 
@@ -35,12 +38,15 @@ import socket
 import struct
 import sys
 import time
+import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PAYLOAD = b"0123456789abcdef0123456789abcdef"  # 32 bytes of text
 MASK = b"\x5a\x17\xc3\x3e"
 OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 SAMPLE_EVERY = 10
+DEFLATE_OFFER = "permessage-deflate; client_no_context_takeover"
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 7.2.1: stripped by the sender, appended by the receiver
 
 
 def _mask(data: bytes, key: bytes) -> bytes:
@@ -49,15 +55,16 @@ def _mask(data: bytes, key: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
 
 
-def client_frame(opcode: int, payload: bytes, key: bytes = MASK) -> bytes:
-    """A complete, masked client frame (FIN set)."""
+def client_frame(opcode: int, payload: bytes, key: bytes = MASK, rsv1: bool = False) -> bytes:
+    """A complete, masked client frame (FIN set; RSV1 for a compressed message)."""
     n = len(payload)
+    b0 = 0x80 | (0x40 if rsv1 else 0) | opcode
     if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        head = struct.pack("!BB", b0, 0x80 | n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        head = struct.pack("!BBH", b0, 0x80 | 126, n)
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
     return head + key + _mask(payload, key)
 
 
@@ -67,14 +74,22 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BB", 0x80 | opcode, len(payload)) + payload
 
 
-def handshake(host: str, port: int, path: str = "/", timeout: float = 10.0) -> socket.socket:
+def deflated(payload: bytes) -> bytes:
+    """``payload`` as one compressed message with a fresh window (client_no_context_takeover)."""
+    c = zlib.compressobj(wbits=-15)
+    return (c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH))[: -len(DEFLATE_TAIL)]
+
+
+def handshake(host: str, port: int, path: str = "/", timeout: float = 10.0, deflate: bool = False) -> socket.socket:
     """Blocking TCP connect + HTTP/1.1 upgrade; returns the socket right after the 101."""
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16))
     req = (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+        + (f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if deflate else "")
+        + "\r\n"
     ).encode()
     sock.sendall(req)
     buf = b""
@@ -91,7 +106,9 @@ def handshake(host: str, port: int, path: str = "/", timeout: float = 10.0) -> s
     accept = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
     if headers.get("sec-websocket-accept") != accept:
         raise ConnectionError(f"bad Sec-WebSocket-Accept: {headers.get('sec-websocket-accept')!r}")
-    if headers.get("sec-websocket-extensions"):
+    if deflate and not headers.get("sec-websocket-extensions", "").startswith("permessage-deflate"):
+        raise ConnectionError(f"permessage-deflate not negotiated: {head[:300]!r}")
+    if not deflate and headers.get("sec-websocket-extensions"):
         raise ConnectionError(f"server enabled extensions we did not offer: {headers['sec-websocket-extensions']}")
     if rest:
         raise ConnectionError(f"unexpected data after the handshake: {rest[:100]!r}")
@@ -156,12 +173,12 @@ class State:
 
 
 class RawConn(asyncio.Protocol):
-    FRAME = client_frame(OP_TEXT, PAYLOAD)
-    EXPECT = server_frame(OP_TEXT, PAYLOAD)
-
-    def __init__(self, state: State, done: asyncio.Future) -> None:
+    def __init__(self, state: State, done: asyncio.Future, deflate: bool = False) -> None:
         self.state = state
         self.done = done
+        self.frame = client_frame(OP_TEXT, deflated(PAYLOAD), rsv1=True) if deflate else client_frame(OP_TEXT, PAYLOAD)
+        self.expect = server_frame(OP_TEXT, PAYLOAD)  # an uncompressed echo
+        self.inflater = zlib.decompressobj(wbits=-15)  # the server's window (context takeover)
         self.buf = b""
         self.count = 0  # echoes received
         self.t0 = 0.0
@@ -175,10 +192,10 @@ class RawConn(asyncio.Protocol):
     def send(self) -> None:
         if self.count % SAMPLE_EVERY == 0:
             self.t0 = time.perf_counter()
-        self.transport.write(self.FRAME)
+        self.transport.write(self.frame)
 
     def data_received(self, data: bytes) -> None:
-        if not self.buf and data == self.EXPECT:  # the fast path: exactly one echo
+        if not self.buf and data == self.expect:  # the fast path: exactly one uncompressed echo
             self.on_message(OP_TEXT, PAYLOAD)
             return
         self.buf += data
@@ -221,7 +238,7 @@ class RawConn(asyncio.Protocol):
             elif not b0 & 0x80 or op == OP_CONT:  # fragmented: never expected for 32 bytes
                 self.state.errors.append("fragmented message")
             else:
-                self.on_message(op, data)
+                self.on_message(op, self.inflater.decompress(data + DEFLATE_TAIL) if b0 & 0x40 else data)
         self.buf = buf
 
     def on_message(self, op: int, data: bytes) -> None:
@@ -248,10 +265,10 @@ async def run_raw(args, state: State, report) -> None:
     conns: list[RawConn] = []
     waits = []
     for _ in range(args.connections):
-        sock = handshake(args.host, args.port, args.path)
+        sock = handshake(args.host, args.port, args.path, deflate=args.deflate)
         sock.setblocking(False)
         done = loop.create_future()
-        _, proto = await loop.create_connection(lambda d=done: RawConn(state, d), sock=sock)
+        _, proto = await loop.create_connection(lambda d=done: RawConn(state, d, args.deflate), sock=sock)
         conns.append(proto)
         waits.append(done)
     await report(lambda: sum(c.count for c in conns))
@@ -316,6 +333,7 @@ async def main_async(args) -> dict:
     q = (lambda p: s[min(len(s) - 1, int(p * len(s)))] * 1e3) if s else (lambda p: None)
     res.update(
         impl=args.impl,
+        deflate=args.deflate,
         loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         connections=args.connections,
         message_bytes=len(PAYLOAD),
@@ -342,6 +360,7 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--impl", choices=("raw", "websockets"), default="raw")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--deflate", action="store_true", help="negotiate permessage-deflate (--impl raw only)")
     ap.add_argument("--check", action="store_true", help="one text + one binary echo, then exit")
     args = ap.parse_args(argv)
     if args.check:

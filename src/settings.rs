@@ -262,6 +262,7 @@ fn ws_settings(dict: &Bound<'_, PyDict>) -> PyResult<WsSettings> {
         max_queue: required(dict, "max_queue")?.extract()?,
         ping_interval: optional_seconds("ping_interval")?,
         ping_timeout: optional_seconds("ping_timeout")?,
+        per_message_deflate: required(dict, "per_message_deflate")?.extract()?,
     })
 }
 

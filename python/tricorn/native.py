@@ -88,5 +88,6 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
             "max_queue": config.ws_max_queue,
             "ping_interval": config.ws_ping_interval,
             "ping_timeout": config.ws_ping_timeout,
+            "per_message_deflate": config.ws_per_message_deflate,
         },
     }

@@ -193,10 +193,19 @@ async def ws_wait(scope, receive, send):
         await send({"type": "websocket.send", "text": message.get("text") or "bytes"})
 
 
+async def ws_own_extension(scope, receive, send):
+    """Accept with the app's own Sec-WebSocket-Extensions header, then send one message."""
+    await receive()
+    await accept(send, headers=[(b"sec-websocket-extensions", b"x-app-extension")])
+    await send({"type": "websocket.send", "text": "app " * 100})
+    await receive()  # until the client closes
+
+
 WS_ROUTES = {
     "/echo": ws_echo,
     "/scope": ws_scope,
     "/subprotocol": ws_subprotocol,
+    "/own-extension": ws_own_extension,
     "/close": ws_close,
     "/deny": ws_deny,
     "/http-deny": ws_http_deny,

@@ -5,13 +5,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, Version};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::callables::{WsReceive, WsSend};
+use super::deflate::{self, DeflateParams};
 use super::socket::socket_task;
 use super::state::{Decision, Stage, WsRef, WsState, resolve_closed};
 use crate::asgi::exchange::Aborted;
@@ -49,12 +52,18 @@ pub(crate) fn start(
         }
     }
     let key = parts.headers.get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
+    // The same header over HTTP/1.1 and HTTP/2 (RFC 8441 §5).
+    let deflate = settings
+        .per_message_deflate
+        .then(|| deflate::negotiate(parts.headers.get_all(SEC_WEBSOCKET_EXTENSIONS).iter()))
+        .flatten();
     Ok(WsResponseFuture {
         ws,
         state: state.clone(),
         upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         key,
         http2: parts.version == Version::HTTP_2,
+        deflate,
     })
 }
 
@@ -65,6 +74,8 @@ pub(crate) struct WsResponseFuture {
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     key: Option<Vec<u8>>,
     http2: bool,
+    /// The accepted permessage-deflate offer and the response header value for it.
+    deflate: Option<(DeflateParams, HeaderValue)>,
 }
 
 impl WsResponseFuture {
@@ -103,10 +114,16 @@ impl WsResponseFuture {
                 if let Some(value) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
                     out.insert(SEC_WEBSOCKET_PROTOCOL, value);
                 }
+                // An application that answers the extensions itself keeps them its own.
+                let deflate = self.deflate.take().filter(|_| !headers.contains_key(SEC_WEBSOCKET_EXTENSIONS));
                 out.extend(headers);
+                if let Some((_, value)) = &deflate {
+                    out.insert(SEC_WEBSOCKET_EXTENSIONS, value.clone());
+                }
                 if let Some(upgrade) = self.upgrade.take() {
                     let key = self.state.open_connection();
-                    let id = runtime::spawn(socket_task(upgrade, self.ws.clone(), self.state.clone(), key));
+                    let params = deflate.map(|(params, _)| params);
+                    let id = runtime::spawn(socket_task(upgrade, self.ws.clone(), self.state.clone(), key, params));
                     self.state.set_connection_task(key, id);
                 }
                 response

@@ -1,9 +1,10 @@
 //! ASGI WebSockets (ASGI WebSocket spec 2.4) over HTTP/1.1 Upgrade (RFC 6455 §4) and HTTP/2
-//! extended CONNECT (RFC 8441). Framing is tungstenite's. `state` holds what the application's
-//! callables (`callables`), the handshake response (`handshake`) and the socket task (`socket`)
-//! share.
+//! extended CONNECT (RFC 8441). Framing is tungstenite's, per-message compression (RFC 7692) is
+//! `deflate`. `state` holds what the application's callables (`callables`), the handshake
+//! response (`handshake`) and the socket task (`socket`) share.
 
 mod callables;
+mod deflate;
 mod handshake;
 mod socket;
 mod state;
@@ -28,6 +29,8 @@ pub(crate) struct WsSettings {
     pub(crate) ping_interval: Option<Duration>,
     /// Close (1011) if a ping is not answered within this.
     pub(crate) ping_timeout: Option<Duration>,
+    /// Accept the client's permessage-deflate offer (RFC 7692).
+    pub(crate) per_message_deflate: bool,
 }
 
 /// Whether the request asks for a WebSocket: an HTTP/1.1 Upgrade (RFC 6455 §4.2.1) or an

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use super::deflate::{Compressor, DeflateParams, Inflating, is_corrupt};
 use super::state::{WsRef, deliver, resolve_closed};
 use crate::runtime::timer::Sleep;
 use crate::server::{ConnectionGuard, ServerState};
@@ -28,13 +29,20 @@ fn close_code(error: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
         E::Protocol(_) => Some(1002),
         E::Utf8(_) => Some(1007),
         E::Capacity(_) => Some(1009),
+        E::Io(error) if is_corrupt(error) => Some(1002),
         _ => None,
     }
 }
 
 /// Drive one accepted WebSocket: the app's outgoing messages, the client's incoming ones,
-/// keep-alive pings, and the closing handshake.
-pub(super) async fn socket_task(upgrade: hyper::upgrade::OnUpgrade, ws: WsRef, state: Rc<ServerState>, key: usize) {
+/// keep-alive pings, and the closing handshake; `deflate` is the negotiated permessage-deflate.
+pub(super) async fn socket_task(
+    upgrade: hyper::upgrade::OnUpgrade,
+    ws: WsRef,
+    state: Rc<ServerState>,
+    key: usize,
+    deflate: Option<DeflateParams>,
+) {
     // Counted as an open connection until it closes, so a graceful shutdown waits for it.
     let _guard = ConnectionGuard { state: state.clone(), key };
     let Ok(upgraded) = upgrade.await else {
@@ -44,7 +52,9 @@ pub(super) async fn socket_task(upgrade: hyper::upgrade::OnUpgrade, ws: WsRef, s
     let settings = state.settings.ws.clone();
     let config =
         WebSocketConfig::default().max_message_size(Some(settings.max_size)).max_frame_size(Some(settings.max_size));
-    let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let stream = Inflating::new(TokioIo::new(upgraded), deflate.as_ref());
+    let mut compressor = deflate.as_ref().map(Compressor::new);
+    let mut socket = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let mut ping_due = settings.ping_interval.map(|i| Box::pin(Sleep::until(Instant::now() + i)));
     let mut pong_deadline: Option<Pin<Box<Sleep>>> = None;
     let mut close_sent = false;
@@ -83,7 +93,10 @@ pub(super) async fn socket_task(upgrade: hyper::upgrade::OnUpgrade, ws: WsRef, s
             let frame = match (message, close) {
                 (Some(message), _) => {
                     ws.borrow_mut().outbox_bytes -= message.len();
-                    message
+                    match compressor.as_mut() {
+                        Some(compressor) => compressor.encode(message),
+                        None => message,
+                    }
                 }
                 (None, Some((code, reason))) => {
                     close_sent = true;
