@@ -7,10 +7,12 @@ mod connection;
 mod forwarded;
 mod net;
 mod proxy_headers;
+mod request_checks;
 mod runtime;
 mod server;
 mod settings;
 mod tls;
+mod watchdog;
 
 use pyo3::prelude::*;
 

@@ -29,6 +29,11 @@ impl<S: Source> Registered<S> {
         Ok(Self { io, token, slot })
     }
 
+    /// The readiness state of the socket, for watchdogs that outlive the borrow of `self`.
+    pub(crate) fn slot(&self) -> Arc<IoSlot> {
+        self.slot.clone()
+    }
+
     /// Run `op` on the socket; park the task for readability if it would block.
     pub(crate) fn poll_read_with<T>(
         &self,

@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
@@ -26,6 +26,11 @@ pub(crate) struct IoSlot {
     writer: AtomicWaker,
     readable: AtomicBool,
     writable: AtomicBool,
+    /// Readiness events that reported the source readable (wrapping), so a watchdog can tell
+    /// whether the peer sent anything since it last looked.
+    read_events: AtomicU32,
+    /// Readiness events that reported the source writable (wrapping).
+    write_events: AtomicU32,
 }
 
 impl Default for IoSlot {
@@ -36,6 +41,8 @@ impl Default for IoSlot {
             writer: AtomicWaker::new(),
             readable: AtomicBool::new(true),
             writable: AtomicBool::new(true),
+            read_events: AtomicU32::new(0),
+            write_events: AtomicU32::new(0),
         }
     }
 }
@@ -59,6 +66,16 @@ impl IoSlot {
     /// A write found the source full.
     pub(crate) fn clear_writable(&self) {
         self.writable.store(false, Ordering::Release);
+    }
+
+    /// How many readiness events reported the source readable (wrapping).
+    pub(crate) fn read_events(&self) -> u32 {
+        self.read_events.load(Ordering::Relaxed)
+    }
+
+    /// How many readiness events reported the source writable (wrapping).
+    pub(crate) fn write_events(&self) -> u32 {
+        self.write_events.load(Ordering::Relaxed)
     }
 
     /// Park the waker of a task whose read would block.
@@ -109,12 +126,15 @@ impl Reactor {
         let Some(slot) = self.slots.borrow().get(token.0).cloned() else {
             return;
         };
+        // Only this thread counts: a load and a store, no read-modify-write needed.
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             slot.readable.store(true, Ordering::Release);
+            slot.read_events.store(slot.read_events.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             slot.reader.wake();
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             slot.writable.store(true, Ordering::Release);
+            slot.write_events.store(slot.write_events.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             slot.writer.wake();
         }
     }

@@ -20,6 +20,17 @@ use mio::{Interest, Registry, Token};
 /// Key of a pending sleep: its deadline, then a sequence number to keep keys unique.
 type Key = (Instant, u64);
 
+thread_local! {
+    /// The time `Runtime::drive` started at, read by [`now`].
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The time the current `Runtime::drive` call started at: a clock for deadlines of seconds
+/// that costs no system call (the tasks of one drive run within microseconds of it).
+pub(crate) fn now() -> Instant {
+    NOW.with(Cell::get).unwrap_or_else(Instant::now)
+}
+
 /// Pending sleeps and the timerfd that fires at the earliest one.
 pub(crate) struct Timers {
     fd: OwnedFd,
@@ -79,9 +90,10 @@ impl Timers {
         self.armed.set(None);
     }
 
-    /// Wake every sleep whose deadline has passed.
+    /// Wake every sleep whose deadline has passed, and set the clock [`now`] reads.
     pub(crate) fn fire_expired(&self) {
         let now = Instant::now();
+        NOW.with(|cell| cell.set(Some(now)));
         loop {
             let waker = {
                 let mut pending = self.pending.borrow_mut();
@@ -135,6 +147,19 @@ impl Sleep {
     /// A sleep that completes at `deadline`.
     pub(crate) fn until(deadline: Instant) -> Self {
         Self { deadline, key: None }
+    }
+
+    /// When the sleep completes.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Move the deadline; the sleep registers again when next polled.
+    pub(crate) fn reset(&mut self, deadline: Instant) {
+        if let Some(key) = self.key.take() {
+            super::with_current(|rt| rt.timers.remove(&key));
+        }
+        self.deadline = deadline;
     }
 }
 

@@ -18,6 +18,7 @@ use crate::asgi::exchange::Aborted;
 use crate::asgi::service::{ResponseBody, simple_response};
 use crate::runtime;
 use crate::server::ServerState;
+use crate::watchdog::ActiveExchange;
 
 /// Start the application for a WebSocket request; the returned future yields the handshake
 /// response and, on accept, spawns the socket task.
@@ -55,6 +56,7 @@ pub(crate) fn start(
         upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         key,
         http2: parts.version == Version::HTTP_2,
+        active: None,
     })
 }
 
@@ -65,9 +67,17 @@ pub(crate) struct WsResponseFuture {
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     key: Option<Vec<u8>>,
     http2: bool,
+    /// Counts the session as in flight on its connection, from the handshake to the close.
+    active: Option<ActiveExchange>,
 }
 
 impl WsResponseFuture {
+    /// Keep the connection's `active` count until the WebSocket closes.
+    pub(crate) fn keep_active(mut self, active: ActiveExchange) -> Self {
+        self.active = Some(active);
+        self
+    }
+
     fn poll_response(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, Aborted>> {
         let mut ws = self.ws.borrow_mut();
         let ready = match ws.stage {
@@ -84,7 +94,7 @@ impl WsResponseFuture {
         }
         let response = match ws.decision.take() {
             Some(Decision::Accept { subprotocol, headers }) => {
-                let mut response = Response::new(ResponseBody::Full(None));
+                let mut response = Response::new(ResponseBody::full(None));
                 *response.status_mut() = if self.http2 { StatusCode::OK } else { StatusCode::SWITCHING_PROTOCOLS };
                 let out = response.headers_mut();
                 for (name, value) in &self.state.settings.default_headers {
@@ -106,7 +116,13 @@ impl WsResponseFuture {
                 out.extend(headers);
                 if let Some(upgrade) = self.upgrade.take() {
                     let key = self.state.open_connection();
-                    let id = runtime::spawn(socket_task(upgrade, self.ws.clone(), self.state.clone(), key));
+                    let id = runtime::spawn(socket_task(
+                        upgrade,
+                        self.ws.clone(),
+                        self.state.clone(),
+                        key,
+                        self.active.take(),
+                    ));
                     self.state.set_connection_task(key, id);
                 }
                 response
@@ -116,7 +132,7 @@ impl WsResponseFuture {
             }
             Some(Decision::Respond { status, headers }) => {
                 let body = ws.denial_body.split().freeze();
-                let mut response = Response::new(ResponseBody::Full(Some(body)));
+                let mut response = Response::new(ResponseBody::full(Some(body)));
                 *response.status_mut() = status;
                 for (name, value) in &self.state.settings.default_headers {
                     response.headers_mut().append(name.clone(), value.clone());

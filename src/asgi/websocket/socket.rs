@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use super::state::{WsRef, deliver, resolve_closed};
 use crate::runtime::timer::Sleep;
 use crate::server::{ConnectionGuard, ServerState};
+use crate::watchdog::ActiveExchange;
 
 /// The close code for a read error (RFC 6455 §7.4.1).
 fn close_code(error: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
@@ -34,9 +35,17 @@ fn close_code(error: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
 
 /// Drive one accepted WebSocket: the app's outgoing messages, the client's incoming ones,
 /// keep-alive pings, and the closing handshake.
-pub(super) async fn socket_task(upgrade: hyper::upgrade::OnUpgrade, ws: WsRef, state: Rc<ServerState>, key: usize) {
-    // Counted as an open connection until it closes, so a graceful shutdown waits for it.
+pub(super) async fn socket_task(
+    upgrade: hyper::upgrade::OnUpgrade,
+    ws: WsRef,
+    state: Rc<ServerState>,
+    key: usize,
+    active: Option<ActiveExchange>,
+) {
+    // Counted as an open connection until it closes, so a graceful shutdown waits for it; and
+    // as an exchange in flight on its HTTP/2 connection, so that one is not closed as idle.
     let _guard = ConnectionGuard { state: state.clone(), key };
+    let _active = active;
     let Ok(upgraded) = upgrade.await else {
         let (receive, send) = ws.borrow_mut().close(1006, String::new());
         return resolve_closed(receive, send, &ws);

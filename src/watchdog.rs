@@ -1,0 +1,206 @@
+//! The timeouts of one connection: keep-alive, request head and send.
+//!
+//! One [`Sleep`] per connection serves all three. It is re-armed lazily: requests only move
+//! counters and a timestamp ([`ConnActivity`]), and the connection task, each time hyper has
+//! polled the connection, works out the earliest deadline that applies and moves the sleep only
+//! if it would wake too late. A busy keep-alive connection thus touches the timer map about once
+//! per keep-alive period, not once per request (hyper's own header-read timer is off).
+//!
+//! - Keep-alive (`--timeout-keep-alive`): no exchange in flight and nothing received.
+//! - Request head (`--timeout-header-read`, HTTP/1.x): bytes arrived while idle, and the head
+//!   they began is still not complete (slowloris).
+//! - Send (`--timeout-send`): the socket refused response bytes and has not become writable
+//!   since (a client that stopped reading).
+//!
+//! The request-body timeout belongs to each exchange (`asgi::exchange`), as it counts only
+//! while the application waits for the body.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::runtime::reactor::IoSlot;
+use crate::runtime::timer::{self, Sleep};
+use crate::settings::Settings;
+
+/// What the service side tells the watchdog: how many exchanges are in flight, since when none.
+#[derive(Debug)]
+pub(crate) struct ConnActivity {
+    active: Cell<u32>,
+    /// Counts the times the connection became idle, so the watchdog notices each new idle period.
+    idle_epoch: Cell<u32>,
+    idle_since: Cell<Instant>,
+    /// The connection carries HTTP/2 (its idle periods have no request heads to time).
+    http2: Cell<bool>,
+}
+
+impl ConnActivity {
+    /// A connection that is idle from now on.
+    pub(crate) fn new() -> Rc<Self> {
+        Rc::new(Self {
+            active: Cell::new(0),
+            idle_epoch: Cell::new(0),
+            idle_since: Cell::new(timer::now()),
+            http2: Cell::new(false),
+        })
+    }
+
+    /// An exchange starts; it counts as in flight until the guard is dropped.
+    pub(crate) fn begin(self: &Rc<Self>, http2: bool) -> ActiveExchange {
+        self.active.set(self.active.get() + 1);
+        self.http2.set(http2);
+        ActiveExchange(self.clone())
+    }
+}
+
+/// An exchange in flight (its response is not fully handed to hyper yet), or a WebSocket session.
+#[derive(Debug)]
+pub(crate) struct ActiveExchange(Rc<ConnActivity>);
+
+impl Drop for ActiveExchange {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let active = activity.active.get().saturating_sub(1);
+        activity.active.set(active);
+        if active == 0 {
+            activity.idle_epoch.set(activity.idle_epoch.get().wrapping_add(1));
+            activity.idle_since.set(timer::now());
+        }
+    }
+}
+
+/// Which timeout ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// Idle for `--timeout-keep-alive`: close (HTTP/2: GOAWAY first).
+    Idle,
+    /// A request head not complete within `--timeout-header-read`: drop the connection.
+    Head,
+    /// No response byte accepted by the client for `--timeout-send`: drop the connection.
+    Send,
+}
+
+/// The timeouts that apply to connections, from the settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) keep_alive: Duration,
+    pub(crate) header_read: Option<Duration>,
+    pub(crate) send: Option<Duration>,
+}
+
+impl Limits {
+    /// The connection timeouts of `settings`.
+    pub(crate) fn new(settings: &Settings) -> Self {
+        Self {
+            keep_alive: settings.timeout_keep_alive,
+            header_read: settings.timeout_header_read,
+            send: settings.timeout_send,
+        }
+    }
+}
+
+/// The watchdog of one connection, polled by the connection task.
+pub(crate) struct Watchdog {
+    activity: Rc<ConnActivity>,
+    slot: Arc<IoSlot>,
+    limits: Limits,
+    /// The idle period last looked at, and the socket's read events when it began.
+    seen_epoch: u32,
+    read_mark: u32,
+    /// When bytes first arrived in the current idle period.
+    head_started: Option<Instant>,
+    /// The socket's write events and the time when it was first seen refusing output.
+    write_blocked: Option<(u32, Instant)>,
+    /// The idle timeout already led to a graceful close: do not report it again.
+    idle_reported: bool,
+    sleep: Sleep,
+}
+
+impl Watchdog {
+    /// The watchdog of a connection whose socket's readiness is `slot`.
+    pub(crate) fn new(activity: Rc<ConnActivity>, slot: Arc<IoSlot>, limits: Limits) -> Self {
+        let read_mark = slot.read_events();
+        let seen_epoch = activity.idle_epoch.get();
+        Self {
+            activity,
+            slot,
+            limits,
+            seen_epoch,
+            read_mark,
+            head_started: None,
+            write_blocked: None,
+            idle_reported: false,
+            sleep: Sleep::until(timer::now()),
+        }
+    }
+
+    /// Look at the connection (after hyper polled it): `Some` when a timeout ran out, else the
+    /// sleep is armed no later than the next deadline and wakes the task then.
+    pub(crate) fn check(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
+        let now = timer::now();
+        let (deadline, expired) = self.next_deadline(now)?;
+        if deadline <= now {
+            return self.report(expired);
+        }
+        let armed = self.sleep.deadline();
+        if armed > now && armed <= deadline {
+            // A wake-up at or before the deadline is pending already.
+            return None;
+        }
+        self.sleep.reset(deadline);
+        match Pin::new(&mut self.sleep).poll(cx) {
+            Poll::Ready(()) => self.report(expired),
+            Poll::Pending => None,
+        }
+    }
+
+    fn report(&mut self, expired: Expired) -> Option<Expired> {
+        if expired == Expired::Idle {
+            if self.idle_reported {
+                return None;
+            }
+            self.idle_reported = true;
+        }
+        Some(expired)
+    }
+
+    /// The earliest deadline that applies now, and what running out of it means.
+    fn next_deadline(&mut self, now: Instant) -> Option<(Instant, Expired)> {
+        if !self.slot.may_write() {
+            // Output is pending: only the send timeout applies, counted from the last write
+            // readiness (a client that reads a little makes the socket writable again).
+            let events = self.slot.write_events();
+            let since = match self.write_blocked {
+                Some((seen, since)) if seen == events => since,
+                _ => {
+                    self.write_blocked = Some((events, now));
+                    now
+                }
+            };
+            return self.limits.send.map(|limit| (since + limit, Expired::Send));
+        }
+        self.write_blocked = None;
+        let activity = &self.activity;
+        if activity.active.get() > 0 {
+            return None;
+        }
+        let epoch = activity.idle_epoch.get();
+        if epoch != self.seen_epoch {
+            self.seen_epoch = epoch;
+            self.read_mark = self.slot.read_events();
+            self.head_started = None;
+        }
+        if !activity.http2.get() {
+            if self.head_started.is_none() && self.slot.read_events() != self.read_mark {
+                self.head_started = Some(now);
+            }
+            if let Some(started) = self.head_started {
+                return self.limits.header_read.map(|limit| (started + limit, Expired::Head));
+            }
+        }
+        Some((activity.idle_since.get() + self.limits.keep_alive, Expired::Idle))
+    }
+}
