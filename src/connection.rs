@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::future::poll_fn;
+use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -102,7 +103,7 @@ pub(crate) async fn serve<S: Stream + 'static>(
 ) {
     let _guard = ConnectionGuard { state: state.clone(), key };
     let activity = ConnActivity::new();
-    let watchdog = Watchdog::new(activity.clone(), stream.slot(), state.protocols.limits);
+    let watchdog = Watchdog::new(activity.clone(), stream.slot(), stream.as_raw_fd(), state.protocols.limits);
     let Some(acceptor) = state.protocols.tls.clone() else {
         return serve_http(&state, stream, Rc::new(info), "http", key, activity, watchdog).await;
     };

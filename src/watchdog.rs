@@ -9,8 +9,11 @@
 //! - Keep-alive (`--timeout-keep-alive`): no exchange in flight and nothing received.
 //! - Request head (`--timeout-header-read`, HTTP/1.x): bytes arrived while idle, and the head
 //!   they began is still not complete (slowloris).
-//! - Send (`--timeout-send`): the socket refused response bytes and has not become writable
-//!   since (a client that stopped reading).
+//! - Send (`--timeout-send`): the socket refused response bytes, and since then it has neither
+//!   become writable nor has the client acknowledged any queued byte (a client that stopped
+//!   reading). The kernel signals writability only once a good part of the send buffer is free,
+//!   so a slow reader is told apart from a stopped one by the send queue (`SIOCOUTQ`), read when
+//!   the socket blocks and when the deadline comes.
 //!
 //! The request-body timeout belongs to each exchange (`asgi::exchange`), as it counts only
 //! while the application waits for the body.
@@ -19,9 +22,12 @@ use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::{Duration, Instant};
 
+use std::os::fd::RawFd;
+
+use crate::runtime::io::unsent_bytes;
 use crate::runtime::reactor::IoSlot;
 use crate::runtime::timer::{self, Sleep};
 use crate::settings::Settings;
@@ -102,18 +108,28 @@ impl Limits {
     }
 }
 
+/// A socket refusing output, as last seen making progress.
+#[derive(Clone, Copy, Debug)]
+struct Blocked {
+    write_events: u32,
+    since: Instant,
+    unsent: Option<u32>,
+}
+
 /// The watchdog of one connection, polled by the connection task.
 pub(crate) struct Watchdog {
     activity: Rc<ConnActivity>,
     slot: Arc<IoSlot>,
+    /// The connection's socket, which outlives the watchdog (both end with the connection task).
+    fd: RawFd,
     limits: Limits,
     /// The idle period last looked at, and the socket's read events when it began.
     seen_epoch: u32,
     read_mark: u32,
     /// When bytes first arrived in the current idle period.
     head_started: Option<Instant>,
-    /// The socket's write events and the time when it was first seen refusing output.
-    write_blocked: Option<(u32, Instant)>,
+    /// Since when the socket refuses output: its write events and send queue then.
+    write_blocked: Option<Blocked>,
     /// The idle timeout already led to a graceful close: do not report it again.
     idle_reported: bool,
     sleep: Sleep,
@@ -121,12 +137,13 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     /// The watchdog of a connection whose socket's readiness is `slot`.
-    pub(crate) fn new(activity: Rc<ConnActivity>, slot: Arc<IoSlot>, limits: Limits) -> Self {
+    pub(crate) fn new(activity: Rc<ConnActivity>, slot: Arc<IoSlot>, fd: RawFd, limits: Limits) -> Self {
         let read_mark = slot.read_events();
         let seen_epoch = activity.idle_epoch.get();
         Self {
             activity,
             slot,
+            fd,
             limits,
             seen_epoch,
             read_mark,
@@ -140,20 +157,40 @@ impl Watchdog {
     /// Look at the connection (after hyper polled it): `Some` when a timeout ran out, else the
     /// sleep is armed no later than the next deadline and wakes the task then.
     pub(crate) fn check(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
-        let now = timer::now();
-        let (deadline, expired) = self.next_deadline(now)?;
-        if deadline <= now {
-            return self.report(expired);
+        let mut now = timer::now();
+        loop {
+            let (deadline, expired) = self.next_deadline(now)?;
+            if deadline <= now {
+                if expired == Expired::Send && self.send_progressed(now) {
+                    continue;
+                }
+                return self.report(expired);
+            }
+            let armed = self.sleep.deadline();
+            if armed > now && armed <= deadline {
+                // A wake-up at or before the deadline is pending already.
+                return None;
+            }
+            self.sleep.reset(deadline);
+            if Pin::new(&mut self.sleep).poll(cx).is_pending() {
+                return None;
+            }
+            // The deadline passed while arming: look again with the clock itself.
+            now = Instant::now();
         }
-        let armed = self.sleep.deadline();
-        if armed > now && armed <= deadline {
-            // A wake-up at or before the deadline is pending already.
-            return None;
-        }
-        self.sleep.reset(deadline);
-        match Pin::new(&mut self.sleep).poll(cx) {
-            Poll::Ready(()) => self.report(expired),
-            Poll::Pending => None,
+    }
+
+    /// Whether the client acknowledged queued bytes since the socket was last seen blocked; if
+    /// so, the send timeout starts over.
+    fn send_progressed(&mut self, now: Instant) -> bool {
+        let unsent = unsent_bytes(self.fd);
+        match &mut self.write_blocked {
+            Some(blocked) if blocked.unsent != unsent => {
+                blocked.unsent = unsent;
+                blocked.since = now;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -172,15 +209,16 @@ impl Watchdog {
         if !self.slot.may_write() {
             // Output is pending: only the send timeout applies, counted from the last write
             // readiness (a client that reads a little makes the socket writable again).
-            let events = self.slot.write_events();
+            let limit = self.limits.send?;
+            let write_events = self.slot.write_events();
             let since = match self.write_blocked {
-                Some((seen, since)) if seen == events => since,
+                Some(blocked) if blocked.write_events == write_events => blocked.since,
                 _ => {
-                    self.write_blocked = Some((events, now));
+                    self.write_blocked = Some(Blocked { write_events, since: now, unsent: unsent_bytes(self.fd) });
                     now
                 }
             };
-            return self.limits.send.map(|limit| (since + limit, Expired::Send));
+            return Some((since + limit, Expired::Send));
         }
         self.write_blocked = None;
         let activity = &self.activity;

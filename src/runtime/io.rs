@@ -5,7 +5,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -73,10 +73,26 @@ impl<S: Source> Registered<S> {
     }
 }
 
+impl<S: Source + AsRawFd> AsRawFd for Registered<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
         super::with_current(|rt| rt.reactor.deregister(&mut self.io, self.token));
     }
+}
+
+/// Bytes in the send queue of socket `fd` that the peer has not acknowledged yet (`SIOCOUTQ`,
+/// tcp(7) and unix(7)); `None` if the kernel does not say.
+pub(crate) fn unsent_bytes(fd: RawFd) -> Option<u32> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: `SIOCOUTQ` (== `TIOCOUTQ`) writes one int to the pointer, which is valid; a bad or
+    // closed fd only makes the call fail.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) };
+    if rc == 0 { u32::try_from(queued).ok() } else { None }
 }
 
 /// A connected byte stream: what hyper reads requests from and writes responses to.

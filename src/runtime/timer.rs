@@ -26,7 +26,8 @@ thread_local! {
 }
 
 /// The time the current `Runtime::drive` call started at: a clock for deadlines of seconds
-/// that costs no system call (the tasks of one drive run within microseconds of it).
+/// that costs no system call (the tasks of one drive run within microseconds of it). Outside of
+/// `drive` (code called from Python), the actual time.
 pub(crate) fn now() -> Instant {
     NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
@@ -104,6 +105,11 @@ impl Timers {
             };
             waker.wake();
         }
+    }
+
+    /// `drive` is done: [`now`] reads the clock again until the next one.
+    pub(crate) fn forget_now(&self) {
+        NOW.with(|cell| cell.set(None));
     }
 
     /// Arm the timerfd for the earliest pending deadline if it is not armed for it already.
