@@ -69,16 +69,31 @@ fn is_valid_host(value: &[u8]) -> bool {
     is_reg_name(host) && (port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit)))
 }
 
+/// The bytes of `reg-name` other than `%`: unreserved and sub-delims (RFC 3986 §2.2, §2.3).
+const REG_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// `reg-name = *( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2); IPv4 addresses are
 /// reg-names too as far as the characters go.
 fn is_reg_name(name: &[u8]) -> bool {
     let mut i = 0;
     while i < name.len() {
-        match name[i] {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
-            b'%' if name.len() > i + 2 && name[i + 1].is_ascii_hexdigit() && name[i + 2].is_ascii_hexdigit() => i += 2,
-            _ => return false,
+        let byte = name[i];
+        if byte == b'%' {
+            if !(name.len() > i + 2 && name[i + 1].is_ascii_hexdigit() && name[i + 2].is_ascii_hexdigit()) {
+                return false;
+            }
+            i += 2;
+        } else if !REG_NAME_BYTES[usize::from(byte)] {
+            return false;
         }
         i += 1;
     }

@@ -123,7 +123,7 @@ pub(crate) struct Watchdog {
     /// The connection's socket, which outlives the watchdog (both end with the connection task).
     fd: RawFd,
     limits: Limits,
-    /// The idle period last looked at, and the socket's read events when it began.
+    /// The idle period last looked at, and the socket's read count when it began.
     seen_epoch: u32,
     read_mark: u32,
     /// When bytes first arrived in the current idle period.
@@ -137,8 +137,10 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     /// The watchdog of a connection whose socket's readiness is `slot`.
+    ///
+    /// Every read since the socket was registered counts: bytes read before the watchdog exists
+    /// began the first request head (or, with TLS, the handshake did).
     pub(crate) fn new(activity: Rc<ConnActivity>, slot: Arc<IoSlot>, fd: RawFd, limits: Limits) -> Self {
-        let read_mark = slot.read_events();
         let seen_epoch = activity.idle_epoch.get();
         Self {
             activity,
@@ -146,7 +148,7 @@ impl Watchdog {
             fd,
             limits,
             seen_epoch,
-            read_mark,
+            read_mark: 0,
             head_started: None,
             write_blocked: None,
             idle_reported: false,
@@ -228,11 +230,11 @@ impl Watchdog {
         let epoch = activity.idle_epoch.get();
         if epoch != self.seen_epoch {
             self.seen_epoch = epoch;
-            self.read_mark = self.slot.read_events();
+            self.read_mark = self.slot.reads();
             self.head_started = None;
         }
         if !activity.http2.get() {
-            if self.head_started.is_none() && self.slot.read_events() != self.read_mark {
+            if self.head_started.is_none() && self.slot.reads() != self.read_mark {
                 self.head_started = Some(now);
             }
             if let Some(started) = self.head_started {

@@ -125,3 +125,24 @@ def test_connections_beyond_no_limit_are_accepted(start_server):
     finally:
         for client in clients:
             client.close()
+
+
+# --- request head size ----------------------------------------------------------------------------
+@tricorn_only
+def test_head_size_limit_option_gives_431(start_server):
+    s = start_server(RECORDER, "--h11-max-incomplete-event-size", "16384")
+    with RawClient(port=s.port) as client:
+        assert client.request("GET", "/fits", headers={"X-A": "a" * 10_000}).status == 200
+    with RawClient(port=s.port) as client:
+        assert client.request("GET", "/too-big", headers={"X-A": "a" * 20_000}).status == 431
+        assert client.is_closed(3)
+
+
+@tricorn_only
+def test_limits_and_timeouts_read_from_the_environment(start_server):
+    s = start_server(RECORDER, env={"TRICORN_LIMIT_REQUEST_BODY": "8", "TRICORN_TIMEOUT_HEADER_READ": "0.5"})
+    with RawClient(port=s.port) as client:
+        assert client.request("POST", "/env", body=b"a" * 9).status == 413
+    with RawClient(port=s.port) as client:
+        client.send(b"GET /env-slow HTTP/1.1\r\n")
+        assert client.is_closed(3)

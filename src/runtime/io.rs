@@ -138,8 +138,11 @@ impl<S: Stream> Registered<S> {
             let n = unsafe { libc::read(io.as_raw_fd(), ptr, len) };
             if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
         }))?;
-        if n > 0 && n < len {
-            self.slot.clear_readable();
+        if n > 0 {
+            self.slot.count_read();
+            if n < len {
+                self.slot.clear_readable();
+            }
         }
         Poll::Ready(Ok(n))
     }

@@ -26,9 +26,10 @@ pub(crate) struct IoSlot {
     writer: AtomicWaker,
     readable: AtomicBool,
     writable: AtomicBool,
-    /// Readiness events that reported the source readable (wrapping), so a watchdog can tell
-    /// whether the peer sent anything since it last looked.
-    read_events: AtomicU32,
+    /// Reads that returned data (wrapping), so a watchdog can tell whether the peer sent
+    /// anything since it last looked (readiness events cannot: data read before the first
+    /// `epoll_wait` is never reported).
+    reads: AtomicU32,
     /// Readiness events that reported the source writable (wrapping).
     write_events: AtomicU32,
 }
@@ -41,7 +42,7 @@ impl Default for IoSlot {
             writer: AtomicWaker::new(),
             readable: AtomicBool::new(true),
             writable: AtomicBool::new(true),
-            read_events: AtomicU32::new(0),
+            reads: AtomicU32::new(0),
             write_events: AtomicU32::new(0),
         }
     }
@@ -68,9 +69,14 @@ impl IoSlot {
         self.writable.store(false, Ordering::Release);
     }
 
-    /// How many readiness events reported the source readable (wrapping).
-    pub(crate) fn read_events(&self) -> u32 {
-        self.read_events.load(Ordering::Relaxed)
+    /// How many reads returned data (wrapping).
+    pub(crate) fn reads(&self) -> u32 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// A read returned data. Only the loop thread reads: a load and a store, no read-modify-write.
+    pub(crate) fn count_read(&self) {
+        self.reads.store(self.reads.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     /// How many readiness events reported the source writable (wrapping).
@@ -126,14 +132,13 @@ impl Reactor {
         let Some(slot) = self.slots.borrow().get(token.0).cloned() else {
             return;
         };
-        // Only this thread counts: a load and a store, no read-modify-write needed.
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             slot.readable.store(true, Ordering::Release);
-            slot.read_events.store(slot.read_events.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             slot.reader.wake();
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             slot.writable.store(true, Ordering::Release);
+            // Only this thread counts: a load and a store, no read-modify-write needed.
             slot.write_events.store(slot.write_events.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             slot.writer.wake();
         }
