@@ -367,8 +367,8 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     "h11_max_incomplete_event_size",
     type=click.IntRange(min=0),
     default=None,
-    help="Largest HTTP/1.1 request head (request line and headers) in bytes; a larger one is answered 431. "
-    "Values below 8192 count as 8192. Default: hyper's buffer limit, about 400 KiB.",
+    help="Largest HTTP/1.1 request head (request line and headers) in bytes, checked between reads; a larger "
+    "one is answered 431. Values below 8192 count as 8192. Default: hyper's buffer limit, about 400 KiB.",
 )
 @click.option(
     "--reset-contextvars",
