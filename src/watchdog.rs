@@ -244,3 +244,83 @@ impl Watchdog {
         Some((activity.idle_since.get() + self.limits.keep_alive, Expired::Idle))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{ConnActivity, Expired, Limits, Watchdog};
+    use crate::runtime::reactor::IoSlot;
+
+    const LIMITS: Limits = Limits {
+        keep_alive: Duration::from_secs(5),
+        header_read: Some(Duration::from_secs(10)),
+        send: Some(Duration::from_secs(60)),
+    };
+
+    fn watchdog() -> (Watchdog, Arc<IoSlot>, std::rc::Rc<ConnActivity>) {
+        let activity = ConnActivity::new();
+        let slot = Arc::new(IoSlot::default());
+        // No real socket: the send queue is unknown (`None`) throughout.
+        (Watchdog::new(activity.clone(), slot.clone(), -1, LIMITS), slot, activity)
+    }
+
+    #[test]
+    fn idle_connection_has_the_keep_alive_deadline() {
+        let (mut dog, _, activity) = watchdog();
+        let now = Instant::now();
+        let (deadline, expired) = dog.next_deadline(now).unwrap();
+        assert_eq!(expired, Expired::Idle);
+        assert_eq!(deadline, activity.idle_since.get() + LIMITS.keep_alive);
+    }
+
+    #[test]
+    fn bytes_while_idle_start_the_header_timer() {
+        let (mut dog, slot, _) = watchdog();
+        slot.count_read();
+        let now = Instant::now();
+        assert_eq!(dog.next_deadline(now), Some((now + Duration::from_secs(10), Expired::Head)));
+        // The head's start does not move when more bytes come.
+        slot.count_read();
+        assert_eq!(
+            dog.next_deadline(now + Duration::from_secs(1)),
+            Some((now + Duration::from_secs(10), Expired::Head))
+        );
+    }
+
+    #[test]
+    fn no_timeout_while_a_request_is_in_flight_then_idle_again() {
+        let (mut dog, slot, activity) = watchdog();
+        slot.count_read();
+        let active = activity.begin(false);
+        assert_eq!(dog.next_deadline(Instant::now()), None);
+        drop(active);
+        // A new idle period: the bytes read before it do not count as a new head.
+        let (deadline, expired) = dog.next_deadline(Instant::now()).unwrap();
+        assert_eq!(expired, Expired::Idle);
+        assert_eq!(deadline, activity.idle_since.get() + LIMITS.keep_alive);
+    }
+
+    #[test]
+    fn http2_idle_periods_have_no_head_timer() {
+        let (mut dog, slot, activity) = watchdog();
+        drop(activity.begin(true));
+        slot.count_read();
+        assert_eq!(dog.next_deadline(Instant::now()).map(|(_, e)| e), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn blocked_output_has_the_send_deadline_until_the_socket_is_writable() {
+        let (mut dog, slot, activity) = watchdog();
+        let _active = activity.begin(false);
+        slot.clear_writable();
+        let now = Instant::now();
+        assert_eq!(dog.next_deadline(now), Some((now + Duration::from_secs(60), Expired::Send)));
+        // Still blocked later: the deadline stays where it was.
+        let later = now + Duration::from_secs(30);
+        assert_eq!(dog.next_deadline(later), Some((now + Duration::from_secs(60), Expired::Send)));
+        // The send queue is unknown here, so there is no progress to see.
+        assert!(!dog.send_progressed(later));
+    }
+}
