@@ -3,9 +3,11 @@
 
 use std::future::Future;
 use std::future::poll_fn;
+use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -21,9 +23,12 @@ use crate::runtime::timer::HyperTimer;
 use crate::runtime::{self, LocalExec};
 use crate::server::{ConnectionGuard, ServerState};
 use crate::settings::{Http2Settings, HttpVersions, Settings};
+use crate::watchdog::{ConnActivity, Expired, Limits, Watchdog};
 
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The smallest read buffer hyper accepts, hence the smallest HTTP/1.1 request head limit.
+const MIN_HEAD_LIMIT: usize = 8192;
 
 /// The protocol stack every connection goes through.
 pub(crate) struct Protocols {
@@ -34,27 +39,29 @@ pub(crate) struct Protocols {
     http1: http1::Builder,
     versions: HttpVersions,
     tls: Option<TlsAcceptor>,
+    limits: Limits,
 }
 
 impl Protocols {
     /// Configure hyper (HTTP/1.1 and HTTP/2 knobs) and TLS from the settings.
+    ///
+    /// hyper's header-read timer is off: the connection's [`Watchdog`] times idle connections and
+    /// request heads without a timer per request.
     pub(crate) fn new(settings: &Settings, tls: Option<Arc<ServerConfig>>) -> Self {
         let mut builder = auto::Builder::new(LocalExec);
-        builder
-            .http1()
-            .timer(HyperTimer)
-            .header_read_timeout(settings.timeout_keep_alive)
-            .auto_date_header(settings.date_header)
-            .keep_alive(true);
+        let mut auto_http1 = builder.http1();
+        auto_http1.timer(HyperTimer).header_read_timeout(None).auto_date_header(settings.date_header).keep_alive(true);
+        if let Some(size) = settings.h1_max_head_size {
+            auto_http1.max_buf_size(size.max(MIN_HEAD_LIMIT));
+        }
         configure_http2(&mut builder, &settings.http2, settings.date_header);
         let mut http1 = http1::Builder::new();
-        http1
-            .timer(HyperTimer)
-            .header_read_timeout(settings.timeout_keep_alive)
-            .auto_date_header(settings.date_header)
-            .keep_alive(true);
+        http1.timer(HyperTimer).header_read_timeout(None).auto_date_header(settings.date_header).keep_alive(true);
+        if let Some(size) = settings.h1_max_head_size {
+            http1.max_buf_size(size.max(MIN_HEAD_LIMIT));
+        }
         let builder = if settings.http == HttpVersions::Http2 { builder.http2_only() } else { builder };
-        Self { builder, http1, versions: settings.http, tls: tls.map(TlsAcceptor::from) }
+        Self { builder, http1, versions: settings.http, tls: tls.map(TlsAcceptor::from), limits: Limits::new(settings) }
     }
 
     /// The ALPN protocols to offer over TLS, best first.
@@ -95,8 +102,10 @@ pub(crate) async fn serve<S: Stream + 'static>(
     key: usize,
 ) {
     let _guard = ConnectionGuard { state: state.clone(), key };
+    let activity = ConnActivity::new();
+    let watchdog = Watchdog::new(activity.clone(), stream.slot(), stream.as_raw_fd(), state.protocols.limits);
     let Some(acceptor) = state.protocols.tls.clone() else {
-        return serve_http(&state, stream, Rc::new(info), "http", key).await;
+        return serve_http(&state, stream, Rc::new(info), "http", key, activity, watchdog).await;
     };
     let tls = match runtime::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Some(Ok(tls)) => tls,
@@ -112,37 +121,50 @@ pub(crate) async fn serve<S: Stream + 'static>(
             .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
             .unwrap_or_default(),
     });
-    serve_http(&state, TokioIo::new(tls), Rc::new(info), "https", key).await;
+    serve_http(&state, TokioIo::new(tls), Rc::new(info), "https", key, activity, watchdog).await;
 }
 
-async fn serve_http<I>(state: &Rc<ServerState>, io: I, info: Rc<ConnInfo>, scheme: &'static str, key: usize)
-where
+async fn serve_http<I>(
+    state: &Rc<ServerState>,
+    io: I,
+    info: Rc<ConnInfo>,
+    scheme: &'static str,
+    key: usize,
+    activity: Rc<ConnActivity>,
+    watchdog: Watchdog,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = AsgiService::new(state.clone(), info, scheme);
+    let service = AsgiService::new(state.clone(), info, scheme, activity);
     let protocols = &state.protocols;
     match protocols.versions {
         HttpVersions::Auto => {
             let conn = pin!(protocols.builder.serve_connection_with_upgrades(io, service));
-            drive(state, key, conn, |conn| conn.graceful_shutdown()).await;
+            drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }
         // HTTP/2 upgrades (extended CONNECT) work per stream, without the upgrade variant.
         HttpVersions::Http2 => {
             let conn = pin!(protocols.builder.serve_connection(io, service));
-            drive(state, key, conn, |conn| conn.graceful_shutdown()).await;
+            drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }
         HttpVersions::Http1 => {
             let conn = pin!(protocols.http1.serve_connection(io, service).with_upgrades());
-            drive(state, key, conn, |conn| conn.graceful_shutdown()).await;
+            drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }
     }
 }
 
-/// Poll a hyper connection to its end, starting its graceful shutdown when the server's starts:
-/// HTTP/1.1 closes when idle, else after the response; HTTP/2 sends GOAWAY and lets the open
-/// streams finish (RFC 9113 §6.8).
-async fn drive<C, T, E>(state: &ServerState, key: usize, mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>))
-where
+/// Poll a hyper connection to its end, starting its graceful shutdown when the server's starts
+/// or the connection stayed idle too long: HTTP/1.1 closes when idle, else after the response;
+/// HTTP/2 sends GOAWAY and lets the open streams finish (RFC 9113 §6.8). A request head or a
+/// send that times out drops the connection at once.
+async fn drive<C, T, E>(
+    state: &ServerState,
+    key: usize,
+    mut conn: Pin<&mut C>,
+    mut watchdog: Watchdog,
+    shutdown: impl Fn(Pin<&mut C>),
+) where
     C: Future<Output = Result<T, E>>,
 {
     let mut shutdown_sent = false;
@@ -156,7 +178,20 @@ where
                 state.park_connection(key, cx.waker());
             }
         }
-        conn.as_mut().poll(cx)
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(result.map(drop));
+            }
+            match watchdog.check(cx) {
+                None => return Poll::Pending,
+                Some(Expired::Head | Expired::Send) => return Poll::Ready(Ok(())),
+                // Polled again: hyper acts on the shutdown (closes an idle HTTP/1.1 connection).
+                Some(Expired::Idle) => {
+                    shutdown(conn.as_mut());
+                    shutdown_sent = true;
+                }
+            }
+        }
     })
     .await;
 }

@@ -8,10 +8,12 @@ mod forwarded;
 mod http3;
 mod net;
 mod proxy_headers;
+mod request_checks;
 mod runtime;
 mod server;
 mod settings;
 mod tls;
+mod watchdog;
 
 use pyo3::prelude::*;
 

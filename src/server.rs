@@ -79,6 +79,8 @@ pub(crate) struct ServerState {
     pub(crate) total_requests: Cell<u64>,
     shutting_down: Cell<bool>,
     conns: RefCell<Slab<ConnSlot>>,
+    /// Accept loops waiting for a connection to close (`--limit-connections`).
+    parked_acceptors: RefCell<Vec<Waker>>,
 }
 
 impl ServerState {
@@ -118,6 +120,30 @@ impl ServerState {
         }
         drop(conns);
         self.connections.set(self.connections.get().saturating_sub(1));
+        if self.settings.limit_connections.is_some() {
+            for waker in self.parked_acceptors.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Wait until fewer than `--limit-connections` connections are open. Meanwhile new
+    /// connections wait in the listen backlog (and, once it is full, the kernel drops their SYNs).
+    async fn connection_capacity(&self) {
+        let Some(limit) = self.settings.limit_connections else {
+            return;
+        };
+        std::future::poll_fn(|cx| {
+            if self.connections.get() < limit {
+                return std::task::Poll::Ready(());
+            }
+            let mut parked = self.parked_acceptors.borrow_mut();
+            if !parked.iter().any(|waker| waker.will_wake(cx.waker())) {
+                parked.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await;
     }
 
     /// Log `message` at error level on `tricorn.error`.
@@ -218,6 +244,7 @@ impl NativeServer {
             total_requests: Cell::new(0),
             shutting_down: Cell::new(false),
             conns: RefCell::new(Slab::new()),
+            parked_acceptors: RefCell::new(Vec::new()),
         };
         Ok(Self { runtime, state: Rc::new(state), accept_tasks: Vec::new() })
     }
@@ -316,6 +343,7 @@ pub(crate) fn steer_quic_by_connection_id(fd: i32, workers: u32) -> PyResult<()>
 
 async fn accept_loop(listener: Listener, state: Rc<ServerState>) {
     loop {
+        state.connection_capacity().await;
         match listener.accept().await {
             Ok(Accepted::Tcp(stream, peer, local)) => {
                 let info = ConnInfo { server: PeerAddr::Ip(local), client: Some(peer), tls: None };

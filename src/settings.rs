@@ -106,8 +106,18 @@ pub(crate) struct Settings {
     pub(crate) date_header: bool,
     /// Close a keep-alive connection idle for this long.
     pub(crate) timeout_keep_alive: Duration,
+    /// Close a connection whose request head is not complete this long after it began.
+    pub(crate) timeout_header_read: Option<Duration>,
+    /// End a request whose body stalls this long while the application waits for it.
+    pub(crate) timeout_body_read: Option<Duration>,
+    /// Drop a connection that accepts none of a pending response for this long.
+    pub(crate) timeout_send: Option<Duration>,
     /// Answer 503 above this many connections or running tasks.
     pub(crate) limit_concurrency: Option<usize>,
+    /// Stop accepting while this many connections are open.
+    pub(crate) limit_connections: Option<usize>,
+    /// Largest HTTP/1.1 request head in bytes (hyper's read buffer limit).
+    pub(crate) h1_max_head_size: Option<usize>,
     /// Log one line per response on the access logger.
     pub(crate) access_log: bool,
     /// `--access-log-format`: lines written when the response is over, instead of uvicorn's.
@@ -179,7 +189,12 @@ impl Settings {
             default_headers,
             date_header: required(dict, "date_header")?.extract()?,
             timeout_keep_alive,
+            timeout_header_read: optional_seconds(dict, "timeout_header_read")?,
+            timeout_body_read: optional_seconds(dict, "timeout_body_read")?,
+            timeout_send: optional_seconds(dict, "timeout_send")?,
             limit_concurrency: required(dict, "limit_concurrency")?.extract()?,
+            limit_connections: required(dict, "limit_connections")?.extract()?,
+            h1_max_head_size: required(dict, "h1_max_head_size")?.extract()?,
             access_log: required(dict, "access_log")?.extract()?,
             access_log_format: required(dict, "access_log_format")?
                 .extract::<Option<String>>()?
@@ -235,6 +250,12 @@ fn seconds(value: f64, name: &str) -> PyResult<Duration> {
     }
 }
 
+/// A duration in seconds where `None`, 0 or less means "no timeout".
+fn optional_seconds(dict: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>> {
+    let value: Option<f64> = required(dict, key)?.extract()?;
+    value.filter(|v| *v > 0.0).map(|v| seconds(v, key)).transpose()
+}
+
 fn http2_settings(dict: &Bound<'_, PyDict>) -> PyResult<Http2Settings> {
     let interval: Option<f64> = required(dict, "keep_alive_interval")?.extract()?;
     Ok(Http2Settings {
@@ -253,15 +274,11 @@ fn http2_settings(dict: &Bound<'_, PyDict>) -> PyResult<Http2Settings> {
 }
 
 fn ws_settings(dict: &Bound<'_, PyDict>) -> PyResult<WsSettings> {
-    let optional_seconds = |key: &str| -> PyResult<Option<Duration>> {
-        let value: Option<f64> = required(dict, key)?.extract()?;
-        value.filter(|v| *v > 0.0).map(|v| seconds(v, key)).transpose()
-    };
     Ok(WsSettings {
         max_size: required(dict, "max_size")?.extract()?,
         max_queue: required(dict, "max_queue")?.extract()?,
-        ping_interval: optional_seconds("ping_interval")?,
-        ping_timeout: optional_seconds("ping_timeout")?,
+        ping_interval: optional_seconds(dict, "ping_interval")?,
+        ping_timeout: optional_seconds(dict, "ping_timeout")?,
         per_message_deflate: required(dict, "per_message_deflate")?.extract()?,
     })
 }

@@ -247,6 +247,20 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     help="Maximum number of concurrent connections or tasks to allow, before issuing HTTP 503 responses.",
 )
 @click.option(
+    "--limit-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Maximum number of open connections (WebSockets included). Beyond it, new connections wait in the "
+    "listen backlog until one closes.",
+)
+@click.option(
+    "--limit-request-body",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Largest request body in bytes. A larger Content-Length is answered 413 at once; a streamed body "
+    "that grows past it ends the request (413 if no response started). Default: no limit.",
+)
+@click.option(
     "--backlog",
     type=click.IntRange(min=1),
     default=2048,
@@ -271,6 +285,29 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     type=click.IntRange(min=0),
     default=5,
     help="Close Keep-Alive connections if no new data is received within this timeout (in seconds).",
+    show_default=True,
+)
+@click.option(
+    "--timeout-header-read",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    help="Close a connection whose request head (request line and headers) is not complete this many seconds "
+    "after it began (slowloris). 0 disables.",
+    show_default=True,
+)
+@click.option(
+    "--timeout-body-read",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    help="End a request whose body stalls this many seconds while the app waits for it: the app gets "
+    "http.disconnect and the connection closes (408 if no response started). 0 disables.",
+    show_default=True,
+)
+@click.option(
+    "--timeout-send",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    help="Drop a connection whose client reads nothing of a pending response for this many seconds. 0 disables.",
     show_default=True,
 )
 @click.option(
@@ -338,7 +375,8 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     "h11_max_incomplete_event_size",
     type=click.IntRange(min=0),
     default=None,
-    help="For h11, the maximum number of bytes to buffer of an incomplete event.",
+    help="Largest HTTP/1.1 request head (request line and headers) in bytes, checked between reads; a larger "
+    "one is answered 431. Values below 8192 count as 8192. Default: hyper's buffer limit, about 400 KiB.",
 )
 @click.option(
     "--reset-contextvars",

@@ -11,9 +11,23 @@ use hyper::body::Incoming;
 
 use crate::http3::RequestStreamBody;
 
-/// The body broke off: the connection or stream was lost or reset.
-#[derive(Debug)]
-pub(crate) struct BodyError;
+/// Why a request body ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// The framing could not be decoded (a bad chunked body, RFC 9112 §7.1).
+    Malformed,
+    /// The connection or stream was lost or reset.
+    BrokenOff,
+}
+
+/// Whether a hyper body error is a malformed body (its chunked decoder reports those as
+/// `InvalidInput` or `InvalidData`), rather than a connection that broke off.
+fn hyper_body_error(err: &hyper::Error) -> BodyError {
+    let malformed = std::error::Error::source(err)
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData));
+    if malformed { BodyError::Malformed } else { BodyError::BrokenOff }
+}
 
 /// A request body from any of the HTTP versions.
 pub(crate) enum RequestBody {
@@ -29,7 +43,9 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Self::Hyper(incoming) => Pin::new(incoming).poll_frame(cx).map(|f| f.map(|r| r.map_err(|_| BodyError))),
+            Self::Hyper(incoming) => {
+                Pin::new(incoming).poll_frame(cx).map(|f| f.map(|r| r.map_err(|e| hyper_body_error(&e))))
+            }
             Self::Http3(stream) => stream.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
         }
     }

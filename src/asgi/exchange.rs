@@ -6,8 +6,10 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
@@ -15,7 +17,9 @@ use http_body::{Body, Frame};
 use pyo3::prelude::*;
 
 use super::access_log::AccessRecord;
-use super::body::RequestBody;
+use super::body::{BodyError, RequestBody};
+use crate::runtime::timer::{self, Sleep};
+use crate::settings::Settings;
 
 /// Buffered request body above which the socket stops being read (as uvicorn's 64 KiB).
 pub(crate) const REQUEST_HIGH_WATER: usize = 64 * 1024;
@@ -80,6 +84,14 @@ pub(crate) struct Exchange {
     pump_waker: Option<Waker>,
     limit_request_body: Option<u64>,
     body_received: u64,
+    /// `--timeout-body-read`: how long the body may stall while the application waits for it.
+    body_timeout: Option<Duration>,
+    /// Armed while the pump waits for the client; `body_progress` is when data last came.
+    body_timer: Option<Sleep>,
+    body_progress: Instant,
+    /// The server ended the request: the status to answer if no response started (400 for a
+    /// malformed body, 408 for a stalled one, 413 for one over the limit).
+    pub(crate) rejection: Option<StatusCode>,
     // Response side.
     pub(crate) stage: ResponseStage,
     head: Option<ResponseHead>,
@@ -116,7 +128,7 @@ impl Exchange {
     /// `discard_body`: the response must carry no content (HEAD over HTTP/2, where hyper does not
     /// drop it as its HTTP/1.1 side does, RFC 9113 §8.1.1): body messages are counted, not queued,
     /// and the head waits for the last one so that it goes out with END_STREAM.
-    pub(crate) fn new(incoming: RequestBody, limit_request_body: Option<u64>, discard_body: bool) -> ExchangeRef {
+    pub(crate) fn new(incoming: RequestBody, settings: &Settings, discard_body: bool) -> ExchangeRef {
         let finished = incoming.is_end_stream();
         Rc::new(RefCell::new(Self {
             incoming: (!finished).then_some(incoming),
@@ -126,8 +138,12 @@ impl Exchange {
             receive_waiter: None,
             pump: None,
             pump_waker: None,
-            limit_request_body,
+            limit_request_body: settings.limit_request_body,
             body_received: 0,
+            body_timeout: settings.timeout_body_read,
+            body_timer: None,
+            body_progress: timer::now(),
+            rejection: None,
             stage: ResponseStage::NotStarted,
             head: None,
             head_ready: false,
@@ -187,36 +203,82 @@ impl Exchange {
                 return Poll::Ready(());
             };
             if self.body_chunks.len() >= REQUEST_HIGH_WATER {
+                // The application is not reading: the client is not the one stalling.
+                self.body_timer = None;
                 self.pump_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            match std::pin::Pin::new(incoming).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+            match Pin::new(incoming).poll_frame(cx) {
+                Poll::Pending => return self.wait_for_body(cx),
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         self.body_received += data.len() as u64;
                         if self.limit_request_body.is_some_and(|limit| self.body_received > limit) {
-                            self.incoming = None;
-                            self.disconnected = true;
-                            self.aborted = true;
+                            self.end_request(StatusCode::PAYLOAD_TOO_LARGE);
                             return Poll::Ready(());
+                        }
+                        if self.body_timer.is_some() {
+                            self.body_progress = timer::now();
                         }
                         self.body_chunks.extend_from_slice(&data);
                     }
                 }
                 Poll::Ready(None) => {
                     self.incoming = None;
+                    self.body_timer = None;
                     self.body_finished = true;
                     return Poll::Ready(());
                 }
-                Poll::Ready(Some(Err(_))) => {
-                    // A body that breaks off (connection lost mid-body) is a disconnect.
-                    self.incoming = None;
-                    self.disconnected = true;
+                Poll::Ready(Some(Err(err))) => {
+                    if err == BodyError::Malformed {
+                        // RFC 9112 §7.1: a chunked body hyper could not decode.
+                        self.end_request(StatusCode::BAD_REQUEST);
+                    } else {
+                        // A body that breaks off (connection lost mid-body) is a disconnect.
+                        self.incoming = None;
+                        self.body_timer = None;
+                        self.disconnected = true;
+                    }
                     return Poll::Ready(());
                 }
             }
         }
+    }
+
+    /// The pump waits for the client: time the stall (`--timeout-body-read`). The timer is
+    /// moved lazily: data only records the time, and a timer that fires early is re-armed.
+    fn wait_for_body(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(limit) = self.body_timeout else {
+            return Poll::Pending;
+        };
+        if self.body_timer.is_none() {
+            self.body_progress = timer::now();
+        }
+        let deadline = self.body_progress + limit;
+        let sleep = self.body_timer.get_or_insert_with(|| Sleep::until(deadline));
+        loop {
+            match Pin::new(&mut *sleep).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if sleep.deadline() >= deadline => break,
+                Poll::Ready(()) => sleep.reset(deadline),
+            }
+        }
+        // RFC 9110 §15.5.9: the request did not arrive within the time the server waits.
+        self.end_request(StatusCode::REQUEST_TIMEOUT);
+        Poll::Ready(())
+    }
+
+    /// The server ends the request: the application gets `http.disconnect`, and the response is
+    /// `status` (closing the connection) if none started, else it is cut off.
+    fn end_request(&mut self, status: StatusCode) {
+        self.incoming = None;
+        self.body_timer = None;
+        self.disconnected = true;
+        self.aborted = true;
+        if self.stage == ResponseStage::NotStarted {
+            self.rejection = Some(status);
+        }
+        self.wake_network();
     }
 
     /// Park a `receive()` future until a message is available.

@@ -19,7 +19,9 @@ use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
 use super::scope::ConnScope;
 use super::{app, messages, websocket};
 use crate::net::ConnInfo;
+use crate::request_checks;
 use crate::server::ServerState;
+use crate::watchdog::{ActiveExchange, ConnActivity};
 
 /// hyper service: one per connection.
 pub(crate) struct AsgiService {
@@ -29,12 +31,25 @@ pub(crate) struct AsgiService {
     pub(crate) scheme: &'static str,
     /// Scope values that stay the same for every request of the connection.
     pub(crate) conn_scope: RefCell<ConnScope>,
+    /// Exchanges in flight, for the connection's watchdog.
+    activity: Rc<ConnActivity>,
 }
 
 impl AsgiService {
     /// The service of one connection.
-    pub(crate) fn new(state: Rc<ServerState>, conn: Rc<ConnInfo>, scheme: &'static str) -> Self {
-        Self { state, conn, scheme, conn_scope: RefCell::default() }
+    pub(crate) fn new(
+        state: Rc<ServerState>,
+        conn: Rc<ConnInfo>,
+        scheme: &'static str,
+        activity: Rc<ConnActivity>,
+    ) -> Self {
+        Self { state, conn, scheme, conn_scope: RefCell::default(), activity }
+    }
+
+    /// A response made by the server, closing the connection.
+    fn reject(&self, status: StatusCode, active: ActiveExchange) -> ResponseFuture {
+        let text = status.canonical_reason().unwrap_or("");
+        ResponseFuture::new(Pending::Simple(Some(simple_response(&self.state, status, text))), Some(active))
     }
 }
 
@@ -56,65 +71,58 @@ impl AsgiService {
     pub(crate) fn handle(&self, request: Request<RequestBody>) -> ResponseFuture {
         let state = &self.state;
         state.total_requests.set(state.total_requests.get() + 1);
+        let multiplexed = matches!(request.version(), Version::HTTP_2 | Version::HTTP_3);
+        let active = self.activity.begin(multiplexed);
         if let Some(limit) = state.settings.limit_concurrency {
             // uvicorn's rule, kept as is: 503 once open connections (this one included, idle
             // keep-alive ones too) or running tasks reach the limit.
             if state.connections.get() >= limit || state.tasks.get() >= limit {
                 state.log_warning("Exceeded concurrency limit.");
-                return ResponseFuture::Simple(Some(simple_response(
-                    state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Service Unavailable",
-                )));
+                return self.reject(StatusCode::SERVICE_UNAVAILABLE, active);
             }
         }
+        let (mut parts, body) = request.into_parts();
+        if !multiplexed && let Err(status) = request_checks::check_http1(&parts) {
+            return self.reject(status, active);
+        }
         if let Some(limit) = state.settings.limit_request_body
-            && request
-                .headers()
+            && parts
+                .headers
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .is_some_and(|n| n > limit)
         {
-            return ResponseFuture::Simple(Some(simple_response(
-                state,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Payload Too Large",
-            )));
+            return self.reject(StatusCode::PAYLOAD_TOO_LARGE, active);
         }
-        let (mut parts, body) = request.into_parts();
         if state.settings.ws_enabled && websocket::is_upgrade(&parts) {
             let started = Python::attach(|py| {
                 let mut conn_scope = self.conn_scope.borrow_mut();
                 app::start_websocket(py, state, &self.conn, &mut conn_scope, self.scheme, &mut parts)
             });
             return match started {
-                Ok(future) => ResponseFuture::WebSocket(future),
+                // The session counts as in flight until the WebSocket closes.
+                Ok(future) => ResponseFuture::new(Pending::WebSocket(future.keep_active(active)), None),
                 Err(err) => {
                     Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
-                    ResponseFuture::Simple(Some(simple_response(
-                        state,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal Server Error",
-                    )))
+                    self.reject(StatusCode::INTERNAL_SERVER_ERROR, active)
                 }
             };
         }
-        // hyper drops the content of a HEAD response only on HTTP/1.1.
-        let discard_body = parts.method == Method::HEAD && parts.version != Version::HTTP_11;
-        let exchange = Exchange::new(body, state.settings.limit_request_body, discard_body);
+        // hyper drops the content of a HEAD response only on HTTP/1.x (RFC 9110 §9.3.2).
+        let discard_body = parts.method == Method::HEAD && multiplexed;
+        let exchange = Exchange::new(body, &state.settings, discard_body);
         let started = Python::attach(|py| {
             let mut conn_scope = self.conn_scope.borrow_mut();
             app::start(py, state, &self.conn, &mut conn_scope, self.scheme, &parts, &exchange)
         });
         match started {
-            Ok(()) => ResponseFuture::App { exchange, state: state.clone(), done: Cell::new(false) },
+            Ok(()) => ResponseFuture::new(
+                Pending::App { exchange, state: state.clone(), done: Cell::new(false) },
+                Some(active),
+            ),
             Err(err) => {
                 Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
-                ResponseFuture::Simple(Some(simple_response(
-                    state,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error",
-                )))
+                self.reject(StatusCode::INTERNAL_SERVER_ERROR, active)
             }
         }
     }
@@ -122,7 +130,7 @@ impl AsgiService {
 
 /// A complete response produced by the server itself (errors, overload).
 pub(crate) fn simple_response(state: &ServerState, status: StatusCode, text: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(text.as_bytes()))));
+    let mut response = Response::new(ResponseBody::full(Some(Bytes::from_static(text.as_bytes()))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in &state.settings.default_headers {
@@ -154,7 +162,14 @@ impl Future for TcpResponseFuture {
 }
 
 /// Future of the response head.
-pub(crate) enum ResponseFuture {
+pub(crate) struct ResponseFuture {
+    pending: Pending,
+    /// Counts the exchange as in flight; handed on to the response body.
+    active: Option<ActiveExchange>,
+}
+
+/// What the response head waits for.
+enum Pending {
     /// A response the server made itself.
     Simple(Option<Response<ResponseBody>>),
     /// A WebSocket handshake waiting for the application.
@@ -163,50 +178,71 @@ pub(crate) enum ResponseFuture {
     App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
 }
 
+impl ResponseFuture {
+    fn new(pending: Pending, active: Option<ActiveExchange>) -> Self {
+        Self { pending, active }
+    }
+}
+
 impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Aborted>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Self::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
-            Self::WebSocket(future) => Pin::new(future).poll(cx),
-            Self::App { exchange, state, done } => {
-                let head = match exchange.borrow_mut().poll_head(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(head) => head,
-                };
-                done.set(true);
-                match head {
-                    Some(ResponseHead { status, headers }) => {
-                        let body = if exchange.borrow().discard_body {
-                            ResponseBody::Head(exchange.clone(), exchange.borrow().sent_length)
-                        } else {
-                            ResponseBody::Stream(exchange.clone(), false)
-                        };
-                        let mut response = Response::new(body);
-                        *response.status_mut() = status;
-                        *response.headers_mut() = headers;
-                        Poll::Ready(Ok(response))
-                    }
-                    // The application finished without a response, or failed before starting one.
-                    None if exchange.borrow().disconnected => Poll::Ready(Err(Aborted)),
-                    None => {
-                        log_access(exchange);
-                        Poll::Ready(Ok(simple_response(
-                            state,
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "Internal Server Error",
-                        )))
-                    }
-                }
-            }
+        let this = self.get_mut();
+        let mut poll = match &mut this.pending {
+            Pending::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
+            Pending::WebSocket(future) => Pin::new(future).poll(cx),
+            Pending::App { exchange, state, done } => poll_app(exchange, state, done, cx),
+        };
+        if let Poll::Ready(Ok(response)) = &mut poll {
+            response.body_mut().active = this.active.take();
         }
+        poll
     }
+}
+
+/// The response head once the application sent it (or failed, or the server rejected the request).
+fn poll_app(
+    exchange: &ExchangeRef,
+    state: &ServerState,
+    done: &Cell<bool>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResponseBody>, Aborted>> {
+    let head = match exchange.borrow_mut().poll_head(cx) {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(head) => head,
+    };
+    done.set(true);
+    let rejection = exchange.borrow().rejection;
+    Poll::Ready(match head {
+        Some(ResponseHead { status, headers }) => {
+            let body = if exchange.borrow().discard_body {
+                BodyKind::Head(exchange.clone(), exchange.borrow().sent_length)
+            } else {
+                BodyKind::Stream(exchange.clone(), false)
+            };
+            let mut response = Response::new(ResponseBody::new(body));
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            Ok(response)
+        }
+        // The server ended the request (body too large, malformed or stalled) before a response.
+        None if rejection.is_some() => {
+            let status = rejection.unwrap_or(StatusCode::BAD_REQUEST);
+            Ok(simple_response(state, status, status.canonical_reason().unwrap_or("")))
+        }
+        // The application finished without a response, or failed before starting one.
+        None if exchange.borrow().disconnected => Err(Aborted),
+        None => {
+            log_access(exchange);
+            Ok(simple_response(state, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+        }
+    })
 }
 
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
-        if let Self::App { exchange, done, .. } = self
+        if let Pending::App { exchange, done, .. } = &self.pending
             && !done.get()
         {
             // hyper dropped the request before a response: the connection is gone.
@@ -217,7 +253,14 @@ impl Drop for ResponseFuture {
 }
 
 /// Response body handed to hyper.
-pub(crate) enum ResponseBody {
+pub(crate) struct ResponseBody {
+    kind: BodyKind,
+    /// Counts the exchange as in flight until hyper has taken the whole body.
+    active: Option<ActiveExchange>,
+}
+
+/// Where the response body comes from.
+enum BodyKind {
     /// A body known in full.
     Full(Option<Bytes>),
     /// Chunks sent by the application; the flag records that the end was reached.
@@ -226,15 +269,26 @@ pub(crate) enum ResponseBody {
     Head(ExchangeRef, u64),
 }
 
+impl ResponseBody {
+    fn new(kind: BodyKind) -> Self {
+        Self { kind, active: None }
+    }
+
+    /// A body known in full (`None`: empty).
+    pub(crate) fn full(data: Option<Bytes>) -> Self {
+        Self::new(BodyKind::Full(data))
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = Aborted;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
-        match self.get_mut() {
-            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Self::Head(..) => Poll::Ready(None),
-            Self::Stream(exchange, finished) => {
+        match &mut self.get_mut().kind {
+            BodyKind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyKind::Head(..) => Poll::Ready(None),
+            BodyKind::Stream(exchange, finished) => {
                 let (poll, drained) = exchange.borrow_mut().poll_chunk(cx);
                 if let Some(future) = drained {
                     Python::attach(|py| messages::resolve(py, &future, py.None()));
@@ -252,19 +306,19 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Full(data) => data.is_none(),
-            Self::Head(..) => true,
-            Self::Stream(exchange, finished) => *finished || exchange.borrow().body_is_end(),
+        match &self.kind {
+            BodyKind::Full(data) => data.is_none(),
+            BodyKind::Head(..) => true,
+            BodyKind::Stream(exchange, finished) => *finished || exchange.borrow().body_is_end(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
-            Self::Full(None) => SizeHint::with_exact(0),
-            Self::Head(_, length) => SizeHint::with_exact(*length),
-            Self::Stream(exchange, _) => {
+        match &self.kind {
+            BodyKind::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            BodyKind::Full(None) => SizeHint::with_exact(0),
+            BodyKind::Head(_, length) => SizeHint::with_exact(*length),
+            BodyKind::Stream(exchange, _) => {
                 exchange.borrow().known_length().map_or_else(SizeHint::default, SizeHint::with_exact)
             }
         }
@@ -273,17 +327,17 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if let Self::Stream(exchange, _) | Self::Head(exchange, _) = self {
+        if let BodyKind::Stream(exchange, _) | BodyKind::Head(exchange, _) = &self.kind {
             log_access(exchange);
         }
-        if let Self::Stream(exchange, false) = self {
-            let parked = exchange.borrow_mut().mark_disconnected();
-            resolve_parked(exchange, parked);
-        }
-        if let Self::Stream(exchange, _) = self
-            && let Some(pump) = exchange.borrow_mut().take_pump()
-        {
-            crate::runtime::with_current(|rt| rt.executor.cancel(pump));
+        if let BodyKind::Stream(exchange, finished) = &self.kind {
+            if !finished {
+                let parked = exchange.borrow_mut().mark_disconnected();
+                resolve_parked(exchange, parked);
+            }
+            if let Some(pump) = exchange.borrow_mut().take_pump() {
+                crate::runtime::with_current(|rt| rt.executor.cancel(pump));
+            }
         }
     }
 }

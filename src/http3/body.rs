@@ -48,7 +48,7 @@ impl RequestStreamBody {
             // Reset by the client (RFC 9114 §4.1.1) or the connection was lost.
             Poll::Ready(Err(_)) => {
                 self.finished = true;
-                Poll::Ready(Some(Err(BodyError)))
+                Poll::Ready(Some(Err(BodyError::BrokenOff)))
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::asgi::service::AsgiService;
 use crate::net::{ConnInfo, PeerAddr, TlsInfo};
 use crate::runtime;
 use crate::server::{ConnectionGuard, ServerState};
+use crate::watchdog::ConnActivity;
 
 /// How long a client may take to complete the QUIC handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,7 +78,8 @@ pub(crate) async fn serve(state: Rc<ServerState>, incoming: Incoming, local: Soc
     else {
         return;
     };
-    let service = AsgiService::new(state.clone(), Rc::new(info), "https");
+    // QUIC times idle connections itself (--http3-idle-timeout): no watchdog reads the activity.
+    let service = AsgiService::new(state.clone(), Rc::new(info), "https", ConnActivity::new());
     let mut requests = FuturesUnordered::new();
     let mut shutdown_sent = false;
     loop {

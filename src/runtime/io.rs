@@ -5,7 +5,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -38,6 +38,11 @@ impl<S: Source> Registered<S> {
         let mut registered = Self::new(io)?;
         registered.sole_descriptor = true;
         Ok(registered)
+    }
+
+    /// The readiness state of the socket, for watchdogs that outlive the borrow of `self`.
+    pub(crate) fn slot(&self) -> Arc<IoSlot> {
+        self.slot.clone()
     }
 
     /// Run `op` on the socket; park the task for readability if it would block.
@@ -105,6 +110,12 @@ impl<S: Source> Registered<S> {
     }
 }
 
+impl<S: Source + AsRawFd> AsRawFd for Registered<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
         if self.sole_descriptor {
@@ -113,6 +124,16 @@ impl<S: Source> Drop for Registered<S> {
             super::with_current(|rt| rt.reactor.deregister(&mut self.io, self.token));
         }
     }
+}
+
+/// Bytes in the send queue of socket `fd` that the peer has not acknowledged yet (`SIOCOUTQ`,
+/// tcp(7) and unix(7)); `None` if the kernel does not say.
+pub(crate) fn unsent_bytes(fd: RawFd) -> Option<u32> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: `SIOCOUTQ` (== `TIOCOUTQ`) writes one int to the pointer, which is valid; a bad or
+    // closed fd only makes the call fail.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) };
+    if rc == 0 { u32::try_from(queued).ok() } else { None }
 }
 
 /// A connected byte stream: what hyper reads requests from and writes responses to.
@@ -158,8 +179,11 @@ impl<S: Stream> Registered<S> {
             let n = unsafe { libc::read(io.as_raw_fd(), ptr, len) };
             if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n.cast_unsigned()) }
         }))?;
-        if n > 0 && n < len {
-            self.slot.clear_readable();
+        if n > 0 {
+            self.slot.count_read();
+            if n < len {
+                self.slot.clear_readable();
+            }
         }
         Poll::Ready(Ok(n))
     }

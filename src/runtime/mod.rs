@@ -132,6 +132,7 @@ impl Runtime {
         let polled = self.dispatch_events();
         self.timers.fire_expired();
         self.executor.run_ready();
+        self.timers.forget_now();
         self.timers.rearm();
         polled
     }

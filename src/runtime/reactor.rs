@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
@@ -26,6 +26,12 @@ pub(crate) struct IoSlot {
     writer: AtomicWaker,
     readable: AtomicBool,
     writable: AtomicBool,
+    /// Reads that returned data (wrapping), so a watchdog can tell whether the peer sent
+    /// anything since it last looked (readiness events cannot: data read before the first
+    /// `epoll_wait` is never reported).
+    reads: AtomicU32,
+    /// Readiness events that reported the source writable (wrapping).
+    write_events: AtomicU32,
 }
 
 impl Default for IoSlot {
@@ -36,6 +42,8 @@ impl Default for IoSlot {
             writer: AtomicWaker::new(),
             readable: AtomicBool::new(true),
             writable: AtomicBool::new(true),
+            reads: AtomicU32::new(0),
+            write_events: AtomicU32::new(0),
         }
     }
 }
@@ -59,6 +67,21 @@ impl IoSlot {
     /// A write found the source full.
     pub(crate) fn clear_writable(&self) {
         self.writable.store(false, Ordering::Release);
+    }
+
+    /// How many reads returned data (wrapping).
+    pub(crate) fn reads(&self) -> u32 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// A read returned data. Only the loop thread reads: a load and a store, no read-modify-write.
+    pub(crate) fn count_read(&self) {
+        self.reads.store(self.reads.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// How many readiness events reported the source writable (wrapping).
+    pub(crate) fn write_events(&self) -> u32 {
+        self.write_events.load(Ordering::Relaxed)
     }
 
     /// Park the waker of a task whose read would block.
@@ -120,6 +143,8 @@ impl Reactor {
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             slot.writable.store(true, Ordering::Release);
+            // Only this thread counts: a load and a store, no read-modify-write needed.
+            slot.write_events.store(slot.write_events.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             slot.writer.wake();
         }
     }

@@ -20,6 +20,18 @@ use mio::{Interest, Registry, Token};
 /// Key of a pending sleep: its deadline, then a sequence number to keep keys unique.
 type Key = (Instant, u64);
 
+thread_local! {
+    /// The time `Runtime::drive` started at, read by [`now`].
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The time the current `Runtime::drive` call started at: a clock for deadlines of seconds
+/// that costs no system call (the tasks of one drive run within microseconds of it). Outside of
+/// `drive` (code called from Python), the actual time.
+pub(crate) fn now() -> Instant {
+    NOW.with(Cell::get).unwrap_or_else(Instant::now)
+}
+
 /// Pending sleeps and the timerfd that fires at the earliest one.
 pub(crate) struct Timers {
     fd: OwnedFd,
@@ -79,9 +91,10 @@ impl Timers {
         self.armed.set(None);
     }
 
-    /// Wake every sleep whose deadline has passed.
+    /// Wake every sleep whose deadline has passed, and set the clock [`now`] reads.
     pub(crate) fn fire_expired(&self) {
         let now = Instant::now();
+        NOW.with(|cell| cell.set(Some(now)));
         loop {
             let waker = {
                 let mut pending = self.pending.borrow_mut();
@@ -92,6 +105,11 @@ impl Timers {
             };
             waker.wake();
         }
+    }
+
+    /// `drive` is done: [`now`] reads the clock again until the next one.
+    pub(crate) fn forget_now(&self) {
+        NOW.with(|cell| cell.set(None));
     }
 
     /// Arm the timerfd for the earliest pending deadline if it is not armed for it already.
@@ -136,6 +154,11 @@ impl Sleep {
     /// A sleep that completes at `deadline`.
     pub(crate) fn until(deadline: Instant) -> Self {
         Self { deadline, key: None }
+    }
+
+    /// When the sleep completes.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Move the deadline; the sleep registers again when next polled.

@@ -21,6 +21,7 @@ use crate::asgi::exchange::Aborted;
 use crate::asgi::service::{ResponseBody, simple_response};
 use crate::runtime;
 use crate::server::ServerState;
+use crate::watchdog::ActiveExchange;
 
 /// Start the application for a WebSocket request; the returned future yields the handshake
 /// response and, on accept, spawns the socket task.
@@ -64,6 +65,7 @@ pub(crate) fn start(
         key,
         http2: parts.version == Version::HTTP_2,
         deflate,
+        active: None,
     })
 }
 
@@ -76,9 +78,17 @@ pub(crate) struct WsResponseFuture {
     http2: bool,
     /// The accepted permessage-deflate offer and the response header value for it.
     deflate: Option<(DeflateParams, HeaderValue)>,
+    /// Counts the session as in flight on its connection, from the handshake to the close.
+    active: Option<ActiveExchange>,
 }
 
 impl WsResponseFuture {
+    /// Keep the connection's `active` count until the WebSocket closes.
+    pub(crate) fn keep_active(mut self, active: ActiveExchange) -> Self {
+        self.active = Some(active);
+        self
+    }
+
     fn poll_response(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, Aborted>> {
         let mut ws = self.ws.borrow_mut();
         let ready = match ws.stage {
@@ -95,7 +105,7 @@ impl WsResponseFuture {
         }
         let response = match ws.decision.take() {
             Some(Decision::Accept { subprotocol, headers }) => {
-                let mut response = Response::new(ResponseBody::Full(None));
+                let mut response = Response::new(ResponseBody::full(None));
                 *response.status_mut() = if self.http2 { StatusCode::OK } else { StatusCode::SWITCHING_PROTOCOLS };
                 let out = response.headers_mut();
                 for (name, value) in &self.state.settings.default_headers {
@@ -123,7 +133,9 @@ impl WsResponseFuture {
                 if let Some(upgrade) = self.upgrade.take() {
                     let key = self.state.open_connection();
                     let params = deflate.map(|(params, _)| params);
-                    let id = runtime::spawn(socket_task(upgrade, self.ws.clone(), self.state.clone(), key, params));
+                    let active = self.active.take();
+                    let id =
+                        runtime::spawn(socket_task(upgrade, self.ws.clone(), self.state.clone(), key, params, active));
                     self.state.set_connection_task(key, id);
                 }
                 response
@@ -133,7 +145,7 @@ impl WsResponseFuture {
             }
             Some(Decision::Respond { status, headers }) => {
                 let body = ws.denial_body.split().freeze();
-                let mut response = Response::new(ResponseBody::Full(Some(body)));
+                let mut response = Response::new(ResponseBody::full(Some(body)));
                 *response.status_mut() = status;
                 for (name, value) in &self.state.settings.default_headers {
                     response.headers_mut().append(name.clone(), value.clone());

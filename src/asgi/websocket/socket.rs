@@ -18,6 +18,7 @@ use super::deflate::{Compressor, DeflateParams, Inflating, is_corrupt};
 use super::state::{WsRef, deliver, resolve_closed};
 use crate::runtime::timer::Sleep;
 use crate::server::{ConnectionGuard, ServerState};
+use crate::watchdog::ActiveExchange;
 
 /// The close code for a read error (RFC 6455 §7.4.1).
 fn close_code(error: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
@@ -42,9 +43,12 @@ pub(super) async fn socket_task(
     state: Rc<ServerState>,
     key: usize,
     deflate: Option<DeflateParams>,
+    active: Option<ActiveExchange>,
 ) {
-    // Counted as an open connection until it closes, so a graceful shutdown waits for it.
+    // Counted as an open connection until it closes, so a graceful shutdown waits for it; and
+    // as an exchange in flight on its HTTP/2 connection, so that one is not closed as idle.
     let _guard = ConnectionGuard { state: state.clone(), key };
+    let _active = active;
     let Ok(upgraded) = upgrade.await else {
         let (receive, send) = ws.borrow_mut().close(1006, String::new());
         return resolve_closed(receive, send, &ws);
