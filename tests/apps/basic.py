@@ -345,6 +345,20 @@ async def ctx_import(scope, receive, send, q):
     await respond_json(send, {"import_var": IMPORT_VAR.get()})
 
 
+async def pid(scope, receive, send, q):
+    """The serving process's id (to tell workers apart)."""
+    await respond(send, str(os.getpid()))
+
+
+BALLAST: list = []
+
+
+async def grow(scope, receive, send, q):
+    """Keep `mib` more MiB resident in this process (written, so that the pages are really used)."""
+    BALLAST.append(b"x" * (int(q.get("mib", "1")) * 1024 * 1024))
+    await respond(send, str(os.getpid()))
+
+
 ROUTES = {
     "/ctx-import": ctx_import,
     "/echo": echo,
@@ -369,6 +383,8 @@ ROUTES = {
     "/sleep": sleep,
     "/env": env,
     "/status": status,
+    "/pid": pid,
+    "/grow": grow,
 }
 
 
