@@ -5,6 +5,7 @@ use std::future::Future;
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::task::Poll;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,6 +151,11 @@ where
     let _ = poll_fn(|cx| {
         if !shutdown_sent {
             if state.is_shutting_down() {
+                // Read what the client has already sent before shutting down: a request that arrived is then
+                // in progress and gets its response, instead of being dropped with the "idle" connection.
+                if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(done);
+                }
                 shutdown(conn.as_mut());
                 shutdown_sent = true;
             } else {

@@ -116,7 +116,7 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     "--workers-max-rss",
     type=click.IntRange(min=1),
     default=None,
-    help="Replace a worker process whose resident memory exceeds this many MiB (checked every second;"
+    help="Replace a worker process whose resident memory exceeds this many MiB (checked twice a second;"
     " Linux). Runs the worker processes under a supervisor even with one worker.",
 )
 @click.option(

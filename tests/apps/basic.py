@@ -7,6 +7,7 @@ Results of background behaviour are kept in RESULTS and read back through ``/res
 import asyncio
 import contextvars
 import json
+import multiprocessing
 import os
 from urllib.parse import parse_qs
 
@@ -346,8 +347,8 @@ async def ctx_import(scope, receive, send, q):
 
 
 async def pid(scope, receive, send, q):
-    """The serving process's id (to tell workers apart)."""
-    await respond(send, str(os.getpid()))
+    """The serving process's id and multiprocessing name (to tell workers apart)."""
+    await respond_json(send, {"pid": os.getpid(), "process": multiprocessing.current_process().name})
 
 
 BALLAST: list = []

@@ -23,7 +23,7 @@ from tricorn.supervisors.worker import WorkerProcess
 
 HEALTHCHECK_INTERVAL = 0.5  # seconds between pings to a worker that serves
 STARTUP_INTERVAL = 0.1  # seconds between pings to a worker that has not started yet, to see it ready soon
-RECYCLE_INTERVAL = 1.0  # seconds between checks of --workers-lifetime and --workers-max-rss
+RECYCLE_INTERVAL = 0.5  # seconds between checks of --workers-lifetime and --workers-max-rss
 RECYCLE_RETRY_DELAY = 30.0  # seconds before recycling a worker again after its replacement failed to start
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
