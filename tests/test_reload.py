@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RawClient, wait_until
+from tests.helpers import IS_UVICORN, RawClient, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
-APP = '''
+APP = """
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}})
     await send({{"type": "http.response.body", "body": b"{version}"}})
-'''
+"""
 
 
 def write_app(directory: Path, version: str, name: str = "reload_app.py") -> None:
@@ -112,3 +112,14 @@ def test_reload_dir_limits_what_is_watched(start_server, project):
     assert reloads(srv) == 0
     (project / "src" / "module.py").write_text("x = 1\n")
     wait_until(lambda: serves(srv, "v2"), message=f"v2 served after a change in src:\n{srv.output}")
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn matches exclude patterns against the end of the path only")
+def test_files_in_hidden_directories_do_not_reload(start_server, project):
+    srv = start(start_server, project)
+    (project / ".venv" / "lib").mkdir(parents=True)
+    (project / ".venv" / "lib" / "installed.py").write_text("x = 1\n")
+    time.sleep(1.5)
+    assert reloads(srv) == 0
+    write_app(project, "v2")
+    wait_until(lambda: serves(srv, "v2"), message=f"v2 served:\n{srv.output}")

@@ -167,6 +167,20 @@ def test_sighup_replaces_every_worker_without_failing_a_request(start_server):
     assert starts[0] < hup + stops[0] and starts[1] < hup + stops[1]
 
 
+def test_sighup_keeps_the_workers_when_the_new_code_cannot_start(start_server, tmp_path):
+    app = tmp_path / "deployed_app.py"
+    app.write_text("from tests.apps.basic import app\n")
+    srv = start_server("deployed_app:app", "--workers", "2", "--app-dir", str(tmp_path))
+    wait_until(lambda: len(started_pids(srv)) == 2, message=f"2 workers:\n{srv.output}")
+    old = set(started_pids(srv))
+    app.write_text("def app(:\n")
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_output("aborting the restart.", timeout=15)
+    assert "SyntaxError" in srv.output
+    assert seen_pids(srv, 2) == old
+    assert srv.proc.poll() is None
+
+
 def test_sigttin_adds_and_sigttou_removes_a_worker(start_server):
     srv = start_workers(start_server, 2)
     srv.send_signal(signal.SIGTTIN)
