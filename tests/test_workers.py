@@ -6,12 +6,14 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from tests.helpers import IS_UVICORN, Closed, RawClient, wait_until
+from tests.helpers import IS_UVICORN, REPO, SERVER, Closed, RawClient, clean_env, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,6 +115,15 @@ def test_web_concurrency_sets_the_worker_count(start_server):
     srv = start_server("tests.apps.basic:app", env={"WEB_CONCURRENCY": "2"})
     wait_until(lambda: len(started_pids(srv)) == 2, message=f"2 workers:\n{srv.output}")
     assert seen_pids(srv, 2)
+
+
+def test_workers_need_an_import_string():
+    code = f"import {SERVER}\n{SERVER}.run(lambda scope, receive, send: None, workers=2, port={free_port()})"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=15, cwd=str(REPO)
+    )
+    assert result.returncode == 3
+    assert "You must pass the application as an import string to enable 'reload' or 'workers'." in result.stderr
 
 
 def test_killed_worker_is_replaced_while_the_other_serves(start_server):
@@ -295,7 +306,7 @@ def test_workers_lifetime_replaces_workers_one_by_one(start_server):
 
 @tricorn_only
 def test_workers_max_rss_replaces_a_worker_that_grows(start_server):
-    srv = start_server("tests.apps.basic:app", "--workers-max-rss", "200")
+    srv = start_server("tests.apps.basic:app", env={"TRICORN_WORKERS_MAX_RSS": "200"})
     wait_until(lambda: len(started_pids(srv)) == 1, message="one worker")
     (first,) = started_pids(srv)
     assert f"Started parent process [{srv.proc.pid}]" in srv.output
