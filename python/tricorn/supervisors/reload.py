@@ -24,6 +24,7 @@ from tricorn.supervisors.worker import WorkerProcess
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RELOADER_NAME = "WatchFiles"
+WATCH_TIMEOUT_MS = 100  # how long the first call waits, then how often the watcher returns empty-handed
 
 logger = logging.getLogger("tricorn.error")
 
@@ -50,13 +51,20 @@ class WatchFilesReload:
         logger.info(message, extra={"color_message": color_message})
         previous_handlers = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
         try:
+            watcher = self.watch()
+            # watchfiles starts watching on the first call, before the worker imports the app: no save is missed.
+            next(watcher, None)
             worker = self.start_worker()
-            for changes in self.changes():
+            for batch in watcher:
+                if not batch:
+                    continue  # nothing changed within WATCH_TIMEOUT_MS
+                changes = sorted({Path(path) for _, path in batch})
                 logger.warning(
                     "%s detected changes in %s. Reloading...", RELOADER_NAME, ", ".join(map(_display, changes))
                 )
                 self.stop_worker(worker)
                 worker = self.start_worker()
+                time.sleep(self.config.reload_delay)
             self.stop_worker(worker)
         finally:
             for sig, handler in previous_handlers.items():
@@ -66,24 +74,22 @@ class WatchFilesReload:
         color_message = "Stopping reloader process [{}]".format(style(str(pid), fg="cyan", bold=True))
         logger.info(message, extra={"color_message": color_message})
 
-    def changes(self) -> Iterator[list[Path]]:
-        """Each batch of changed files that pass the filter, `--reload-delay` apart, until told to exit.
+    def watch(self) -> Iterator[set[tuple[Change, str]]]:
+        """Batches of changes to the files that pass the filter (an empty one every WATCH_TIMEOUT_MS without any).
 
         watchfiles groups the events of a burst (a save that writes several files, an editor's rename dance)
-        into one batch: it yields once no new event came for 50 ms, or after 1.6 s of steady events.
+        into one batch: it yields once no new event came for 50 ms, or after 1.6 s of steady events. Changes
+        that happen while the worker restarts are kept for the next batch. The generator ends once
+        `should_exit` is set.
         """
-        watcher = watch(
+        return watch(
             *self.config.reload_dirs,
             watch_filter=self._wanted,
             stop_event=self.should_exit,
+            rust_timeout=WATCH_TIMEOUT_MS,
+            yield_on_timeout=True,
             ignore_permission_denied=True,
         )
-        while True:
-            time.sleep(self.config.reload_delay)
-            batch = None if self.should_exit.is_set() else next(watcher, None)
-            if batch is None:
-                return
-            yield sorted({Path(path) for _, path in batch})
 
     def _wanted(self, change: Change, path: str) -> bool:
         return self.file_filter(Path(path))
