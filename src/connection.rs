@@ -172,6 +172,11 @@ async fn drive<C, T, E>(
     let _ = poll_fn(|cx| {
         if !shutdown_sent {
             if state.is_shutting_down() {
+                // Read what the client has already sent before shutting down: a request that arrived is then
+                // in progress and gets its response, instead of being dropped with the "idle" connection.
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(result.map(drop));
+                }
                 shutdown(conn.as_mut());
                 shutdown_sent = true;
             } else {

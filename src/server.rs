@@ -288,12 +288,17 @@ impl NativeServer {
         self.runtime.drive().map_err(PyErr::from)
     }
 
-    /// Stop accepting; close idle connections and the others once their response is done.
-    fn shutdown(&mut self) {
-        self.state.shutting_down.set(true);
+    /// Stop accepting; the open connections go on as before.
+    fn stop_accepting(&mut self) {
         for id in self.accept_tasks.drain(..) {
             self.runtime.executor.cancel(id);
         }
+    }
+
+    /// Stop accepting; close idle connections and the others once their response is done.
+    fn shutdown(&mut self) {
+        self.stop_accepting();
+        self.state.shutting_down.set(true);
         let wakers: Vec<Waker> =
             self.state.conns.borrow_mut().iter_mut().filter_map(|(_, slot)| slot.waker.take()).collect();
         for waker in wakers {

@@ -34,6 +34,8 @@ class NativeServer:
         """The epoll fd to watch with `loop.add_reader`."""
     def drive(self) -> None:
         """Run ready I/O, timers and tasks; never blocks."""
+    def stop_accepting(self) -> None:
+        """Stop accepting; the open connections go on as before."""
     def shutdown(self) -> None:
         """Stop accepting; close idle connections, the others after their response."""
     def abort(self) -> None:

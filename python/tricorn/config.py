@@ -21,6 +21,7 @@ from tricorn.lifespan import LifespanOff, LifespanOn
 from tricorn.logging import LOG_LEVELS, LOGGING_CONFIG, configure_logging
 from tricorn.loops import LOOP_FACTORIES, LoopFactory
 from tricorn.sockets import create_socket, log_started_message
+from tricorn.supervisors.watched import resolve_watched_paths
 
 HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools"]
 ProxyHeadersStyle = Literal["x-forwarded", "forwarded"]
@@ -84,6 +85,8 @@ class Config:
         reload_includes: list[str] | str | None = None,
         reload_excludes: list[str] | str | None = None,
         workers: int | None = None,
+        workers_max_rss: int | None = None,
+        workers_lifetime: int | None = None,
         proxy_headers: bool = True,
         server_header: bool = True,
         date_header: bool = True,
@@ -167,6 +170,10 @@ class Config:
         self.reload = reload
         self.reload_delay = reload_delay
         self.workers = workers or 1
+        self.workers_max_rss = workers_max_rss
+        self.workers_lifetime = workers_lifetime
+        # Set in each worker process of `--workers`/`--reload` (0..N-1, inherited by a replacement); None otherwise.
+        self.worker_index: int | None = None
         self.proxy_headers = proxy_headers
         self.server_header = server_header
         self.date_header = date_header
@@ -230,11 +237,10 @@ class Config:
             "congestion": http3_congestion,
             "zero_rtt": http3_0rtt,
         }
-        # Index of this worker among several (set by the supervisor in each worker process).
-        self.worker_index: int | None = None
-        self.reload_dirs: list[Path] = [Path(path) for path in _normalize_dirs(reload_dirs)]
-        self.reload_includes: list[str] = _normalize_dirs(reload_includes)
-        self.reload_excludes: list[str] = _normalize_dirs(reload_excludes)
+        self.reload_dirs: list[Path] = []
+        self.reload_dirs_excludes: list[Path] = []
+        self.reload_includes: list[str] = []
+        self.reload_excludes: list[str] = []
 
         self.loaded = False
         self.configure_logging()
@@ -243,6 +249,14 @@ class Config:
             logger.warning(
                 "Current configuration will not reload as not all conditions are met, please refer to documentation."
             )
+
+        if self.should_reload:
+            watched = resolve_watched_paths(
+                _normalize_dirs(reload_dirs), _normalize_dirs(reload_includes), _normalize_dirs(reload_excludes)
+            )
+            self.reload_dirs, self.reload_dirs_excludes = watched.dirs, watched.dirs_excludes
+            self.reload_includes, self.reload_excludes = watched.includes, watched.excludes
+            logger.info("Will watch for changes in these directories: %s", sorted(map(str, self.reload_dirs)))
 
         if env_file is not None:
             from dotenv import load_dotenv
@@ -274,8 +288,8 @@ class Config:
 
     @property
     def use_subprocess(self) -> bool:
-        """True when a supervisor (reload or several workers) runs the server in child processes."""
-        return bool(self.reload or self.workers > 1)
+        """True when a supervisor runs the server in child processes: reload, several workers, or recycling."""
+        return bool(self.reload or self.workers > 1 or self.workers_max_rss or self.workers_lifetime)
 
     @property
     def should_reload(self) -> bool:

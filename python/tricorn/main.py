@@ -88,8 +88,7 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     "reload_includes",
     multiple=True,
     help="Set glob patterns to include while watching for files. Includes '*.py' "
-    "by default; these defaults can be overridden with `--reload-exclude`. "
-    "This option has no effect unless watchfiles is installed.",
+    "by default; these defaults can be overridden with `--reload-exclude`.",
 )
 @click.option(
     "--reload-exclude",
@@ -97,8 +96,7 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     multiple=True,
     help="Set glob patterns to exclude while watching for files. Includes "
     "'.*, .py[cod], .sw.*, ~*' by default; these defaults can be overridden "
-    "with `--reload-include`. This option has no effect unless watchfiles is "
-    "installed.",
+    "with `--reload-include`.",
 )
 @click.option(
     "--reload-delay",
@@ -113,6 +111,21 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     type=click.IntRange(min=1),
     help="Number of worker processes. Defaults to the $WEB_CONCURRENCY environment"
     " variable if available, or 1. Not valid with --reload.",
+)
+@click.option(
+    "--workers-max-rss",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a worker process whose resident memory exceeds this many MiB (checked twice a second;"
+    " Linux). Runs the worker processes under a supervisor even with one worker.",
+)
+@click.option(
+    "--workers-lifetime",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a worker process after it has served this many seconds; the first workers are spread over"
+    " the second half of one lifetime so they are not replaced together. Runs the worker processes under a"
+    " supervisor even with one worker.",
 )
 @click.option(
     "--loop",

@@ -25,6 +25,7 @@ from tricorn.config import (
     WSProtocolType,
 )
 from tricorn.server import Server
+from tricorn.sockets import SupervisorSockets
 
 
 def run(
@@ -50,6 +51,8 @@ def run(
     reload_excludes: list[str] | str | None = None,
     reload_delay: float = 0.25,
     workers: int | None = None,
+    workers_max_rss: int | None = None,
+    workers_lifetime: int | None = None,
     env_file: str | os.PathLike[str] | None = None,
     log_config: dict[str, Any] | str | os.PathLike[str] | RawConfigParser | IO[Any] | None = LOGGING_CONFIG,
     log_level: str | int | None = None,
@@ -144,6 +147,8 @@ def run(
         reload_excludes=reload_excludes,
         reload_delay=reload_delay,
         workers=workers,
+        workers_max_rss=workers_max_rss,
+        workers_lifetime=workers_lifetime,
         env_file=env_file,
         log_config=log_config,
         log_level=log_level,
@@ -208,22 +213,17 @@ def run(
         http3_congestion=http3_congestion,
         http3_0rtt=http3_0rtt,
     )
-    logger = logging.getLogger("tricorn.error")
-    if config.reload or config.workers > 1:
+    if config.use_subprocess:
         if not isinstance(app, str):
+            logger = logging.getLogger("tricorn.error")
             logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
             sys.exit(STARTUP_FAILURE)
-        if config.reload:
-            logger.warning("Auto-reload is not supported yet (it arrives in a later release); serving without it.")
-        else:
-            logger.warning(
-                "Multiple workers are not supported yet (they arrive in a later release); running 1 worker, not %d.",
-                config.workers,
-            )
-        config.reload = False
-        config.workers = 1
-    config.load_app()
+        status = _supervise(config)
+        if status:
+            sys.exit(status)
+        return
 
+    config.load_app()
     server = Server(config=config)
     try:
         server.run()
@@ -235,3 +235,20 @@ def run(
 
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _supervise(config: Config) -> int:
+    """Run the reloader or the worker processes on sockets bound here; return the exit status."""
+    sockets = SupervisorSockets.bind(config)
+    try:
+        if config.should_reload:
+            from tricorn.supervisors.reload import WatchFilesReload
+
+            WatchFilesReload(config, sockets).run()
+            return 0
+        from tricorn.supervisors.multiprocess import Multiprocess
+
+        return Multiprocess(config, sockets).run()
+    finally:
+        if config.uds and os.path.exists(config.uds):
+            os.remove(config.uds)

@@ -31,6 +31,9 @@ HANDLED_SIGNALS = (
     signal.SIGTERM,  # Unix signal 15. Sent by `kill <pid>`.
 )
 
+# Seconds a worker sharing its sockets keeps its connections open after it stopped accepting (see `shutdown`).
+SHARED_SOCKET_GRACE = 0.5
+
 logger = logging.getLogger("tricorn.error")
 
 
@@ -198,6 +201,11 @@ class Server:
         assert self.native is not None
         native = self.native
 
+        native.stop_accepting()
+        if sockets is not None and not self.config.should_reload and native.connections:
+            # Other processes accept on these sockets (the other workers, a replacement). A connection accepted
+            # here just before may not have sent its request yet: give it time to, rather than close it as idle.
+            await asyncio.sleep(SHARED_SOCKET_GRACE)
         native.shutdown()
         for server in self.servers:
             server.close()

@@ -147,3 +147,28 @@ def log_started_message(config: Config, sock: socket.socket) -> None:
         color_message = "Tricorn running on " + style(address_format, bold=True) + " (Press CTRL+C to quit)"
     message = f"Tricorn running on {address_format} (Press CTRL+C to quit)"
     logger.info(message, *args, extra={"color_message": color_message})
+
+
+class SupervisorSockets:
+    """The sockets a supervisor binds once, before its first worker starts, and hands to every worker.
+
+    Workers come and go (restarts, SIGHUP, recycling) while these stay open in the supervisor, so connections
+    that arrive while no worker accepts wait in the backlog instead of being refused.
+    """
+
+    def __init__(self, listeners: list[socket.socket]) -> None:
+        self.listeners = listeners
+
+    @classmethod
+    def bind(cls, config: Config) -> SupervisorSockets:
+        """Bind and announce every socket of `config`; exits with status 3 when binding fails."""
+        return cls([config.bind_socket()])
+
+    def for_worker(self, index: int) -> list[socket.socket]:
+        """The sockets worker `index` (0..N-1, inherited by its replacements) serves on: the shared listeners."""
+        return self.listeners
+
+    def close(self) -> None:
+        """Close the supervisor's copies (workers hold their own)."""
+        for sock in self.listeners:
+            sock.close()

@@ -7,6 +7,7 @@ Results of background behaviour are kept in RESULTS and read back through ``/res
 import asyncio
 import contextvars
 import json
+import multiprocessing
 import os
 import random
 from urllib.parse import parse_qs
@@ -361,11 +362,6 @@ async def hold(scope, receive, send, q):
     await respond(send, b"held")
 
 
-async def pid(scope, receive, send, q):
-    """The worker process serving the request."""
-    await respond_json(send, {"pid": os.getpid()})
-
-
 async def env(scope, receive, send, q):
     await respond_json(send, {"value": os.environ.get(q["name"])})
 
@@ -389,6 +385,20 @@ async def status(scope, receive, send, q):
 async def ctx_import(scope, receive, send, q):
     """Reports the context variable set when the module was imported."""
     await respond_json(send, {"import_var": IMPORT_VAR.get()})
+
+
+async def pid(scope, receive, send, q):
+    """The serving process's id and multiprocessing name (to tell workers apart)."""
+    await respond_json(send, {"pid": os.getpid(), "process": multiprocessing.current_process().name})
+
+
+BALLAST: list = []
+
+
+async def grow(scope, receive, send, q):
+    """Keep `mib` more MiB resident in this process (written, so that the pages are really used)."""
+    BALLAST.append(b"x" * (int(q.get("mib", "1")) * 1024 * 1024))
+    await respond(send, str(os.getpid()))
 
 
 ROUTES = {
@@ -415,10 +425,11 @@ ROUTES = {
     "/sleep": sleep,
     "/random": random_bytes,
     "/hold": hold,
-    "/pid": pid,
     "/env": env,
     "/status": status,
     "/pathsend": pathsend,
+    "/pid": pid,
+    "/grow": grow,
 }
 
 
