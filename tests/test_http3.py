@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import random
 import signal
 import ssl
@@ -692,6 +693,50 @@ def test_two_workers_keep_each_connection_on_one_worker(start_server, tls_certs)
             assert len(pids) == 2, f"HTTP/3 served by {len(pids)} worker(s)"
 
     run(main(), timeout=25)
+
+
+@tricorn_only
+def test_workers_killed_or_added_keep_http3_serving(start_server, tls_certs):
+    """A worker killed with SIGKILL is replaced on its own UDP socket: connections to the other worker go on,
+    new connections are served; SIGTTIN adds a worker that serves HTTP/3 too."""
+    srv = start_h3(start_server, tls_certs, "--workers", "2")
+
+    async def pids_serving(clients) -> dict[int, int]:
+        responses = await asyncio.gather(*(c.get("/pid", timeout=5) for c in clients))
+        assert [r.status for r in responses] == [200] * len(clients)
+        pids: dict[int, int] = {}
+        for client, response in zip(clients, responses, strict=True):
+            pids[id(client)] = json.loads(response.body)["pid"]
+        return pids
+
+    async def main():
+        async with h3_connect_many(srv.port, tls_certs / "ca.pem", 12) as clients:
+            owners = await pids_serving(clients)
+            victim = min(owners.values())
+            survivors = [c for c in clients if owners[id(c)] != victim]
+            assert survivors, "both workers own connections"
+            os.kill(victim, signal.SIGKILL)
+            assert set((await pids_serving(survivors)).values()) == {owners[id(survivors[0])]}
+        # The replacement takes over the killed worker's socket: every new connection is served.
+        deadline = time.monotonic() + 10
+        while True:
+            async with h3_connect_many(srv.port, tls_certs / "ca.pem", 12) as fresh:
+                served = set((await pids_serving(fresh)).values())
+            if len(served) == 2 and victim not in served:
+                break
+            assert time.monotonic() < deadline, f"new connections served by {served}"
+            await asyncio.sleep(0.3)
+        srv.send_signal(signal.SIGTTIN)
+        deadline = time.monotonic() + 10
+        while True:
+            async with h3_connect_many(srv.port, tls_certs / "ca.pem", 24) as fresh:
+                served = set((await pids_serving(fresh)).values())
+            if len(served) == 3:
+                break
+            assert time.monotonic() < deadline, f"after SIGTTIN, HTTP/3 served by {served}"
+            await asyncio.sleep(0.3)
+
+    run(main(), timeout=40)
 
 
 # ---------------------------------------------------------------------------------------------

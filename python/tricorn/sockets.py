@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 from typing import TYPE_CHECKING
 
 from tricorn._ansi import style
@@ -107,30 +108,53 @@ def _udp_socket_like(tcp: socket.socket) -> socket.socket:
     return sock
 
 
-def create_quic_sockets(tcp: socket.socket, workers: int) -> list[socket.socket]:
-    """Return one UDP socket per worker, in worker order, bound where `tcp` listens.
+class QuicSocketGroup:
+    """One UDP socket per worker, in worker order, bound where a TCP listener listens, for HTTP/3.
 
-    They form one SO_REUSEPORT group whose datagrams are steered by connection ID, so that every
-    packet of a QUIC connection reaches the worker that accepted it (see docs/http3.md). The caller
-    keeps them all open for the life of the server, so that a restarted worker takes over its
-    predecessor's place in the group.
+    They form one SO_REUSEPORT group whose datagrams are steered by connection ID, so that every packet of a
+    QUIC connection reaches the worker that accepted it (see docs/http3.md). The supervisor keeps them all
+    open for the life of the server, so that a restarted worker takes over its predecessor's place in the group.
     """
-    from tricorn._tricorn import steer_quic_by_connection_id
 
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(workers):
-            sock = _udp_socket_like(tcp)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(tcp.getsockname()[:2])
-            sock.set_inheritable(True)
-        steer_quic_by_connection_id(sockets[0].fileno(), workers)
-    except OSError:
-        for sock in sockets:
+    # Connection IDs carry the worker's index in one byte.
+    MAX_WORKERS = 256
+
+    def __init__(self, tcp: socket.socket, workers: int) -> None:
+        if workers > self.MAX_WORKERS:
+            raise ValueError(f"--http3 serves at most {self.MAX_WORKERS} workers")
+        self.tcp = tcp
+        self.sockets: list[socket.socket] = []
+        try:
+            while len(self.sockets) < workers:
+                self._add()
+            self.steer(workers)
+        except OSError:
+            self.close()
+            raise
+
+    def _add(self) -> None:
+        sock = _udp_socket_like(self.tcp)
+        self.sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(self.tcp.getsockname()[:2])
+        sock.set_inheritable(True)
+
+    def steer(self, workers: int) -> None:
+        """Spread new connections over the first `workers` sockets (after a worker was added or removed)."""
+        from tricorn._tricorn import steer_quic_by_connection_id
+
+        steer_quic_by_connection_id(self.sockets[0].fileno(), workers)
+
+    def for_worker(self, index: int) -> socket.socket:
+        """The socket of worker `index`; a new worker (SIGTTIN) gets one added to the group."""
+        while len(self.sockets) <= index:
+            self._add()
+        return self.sockets[index]
+
+    def close(self) -> None:
+        """Close the supervisor's copies."""
+        for sock in self.sockets:
             sock.close()
-        raise
-    return sockets
 
 
 def log_started_message(config: Config, sock: socket.socket) -> None:
@@ -156,19 +180,40 @@ class SupervisorSockets:
     that arrive while no worker accepts wait in the backlog instead of being refused.
     """
 
-    def __init__(self, listeners: list[socket.socket]) -> None:
+    def __init__(self, listeners: list[socket.socket], quic: QuicSocketGroup | None = None) -> None:
         self.listeners = listeners
+        self.quic = quic
 
     @classmethod
     def bind(cls, config: Config) -> SupervisorSockets:
         """Bind and announce every socket of `config`; exits with status 3 when binding fails."""
-        return cls([config.bind_socket()])
+        listeners = [config.bind_socket()]
+        if not config.http3:
+            return cls(listeners)
+        from tricorn.config import STARTUP_FAILURE
+
+        try:
+            quic = QuicSocketGroup(listeners[0], 1 if config.should_reload else config.workers)
+        except (OSError, ValueError) as exc:
+            logger.error("%s", exc)
+            sys.exit(STARTUP_FAILURE)
+        return cls(listeners, quic)
 
     def for_worker(self, index: int) -> list[socket.socket]:
-        """The sockets worker `index` (0..N-1, inherited by its replacements) serves on: the shared listeners."""
-        return self.listeners
+        """The sockets worker `index` (0..N-1, inherited by its replacements) serves on: the shared listeners,
+        and with HTTP/3 the worker's own UDP socket."""
+        if self.quic is None:
+            return self.listeners
+        return [*self.listeners, self.quic.for_worker(index)]
+
+    def workers_changed(self, workers: int) -> None:
+        """The number of workers changed (SIGTTIN, SIGTTOU): spread new QUIC connections over that many."""
+        if self.quic is not None:
+            self.quic.steer(workers)
 
     def close(self) -> None:
         """Close the supervisor's copies (workers hold their own)."""
         for sock in self.listeners:
             sock.close()
+        if self.quic is not None:
+            self.quic.close()

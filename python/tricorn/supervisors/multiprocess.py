@@ -213,6 +213,7 @@ class Multiprocess:
             logger.info("Received SIGTTIN, increasing the number of processes.")
             index = len(self.workers)
             self.workers[index] = self.start_worker(index)
+            self.sockets.workers_changed(len(self.workers))
         elif sig == signal.SIGTTOU:
             logger.info("Received SIGTTOU, decreasing number of processes.")
             if len(self.workers) <= 1:
@@ -225,6 +226,7 @@ class Multiprocess:
             if index in self.queued:
                 self.queued.remove(index)
             self.retire(self.workers.pop(index))
+            self.sockets.workers_changed(len(self.workers))
 
 
 def _log_pid(message: str, pid: int) -> None:
