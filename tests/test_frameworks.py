@@ -67,3 +67,17 @@ def test_server_header(fw):
 
     r = httpx.get(fw.url + "/items/1", timeout=15)
     assert r.headers["server"] == SERVER_NAME
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "starlette"])  # Django needs Channels for WebSockets
+def test_websocket_route(start_server, framework):
+    """A framework WebSocket route: accept with a subprotocol, echo, close; compression negotiated."""
+    from websockets.sync.client import connect
+
+    srv = start_server(APPS[framework])
+    with connect(srv.url.replace("http:", "ws:") + "/ws/lobby", subprotocols=["chat"], open_timeout=10) as ws:
+        assert ws.subprotocol == "chat"
+        assert ws.protocol.extensions, "permessage-deflate negotiated"
+        for text in ("hello", "é" * 5000):
+            ws.send(text)
+            assert ws.recv(timeout=10) == f"lobby:{text}"

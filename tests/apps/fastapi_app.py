@@ -2,7 +2,7 @@
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 
@@ -43,3 +43,14 @@ async def stream():
 def sync_endpoint():
     # Runs in a worker thread via anyio: needs a real current task.
     return {"sync": True}
+
+
+@app.websocket("/ws/{room}")
+async def websocket_echo(websocket: WebSocket, room: str):
+    await websocket.accept(subprotocol=(websocket.scope["subprotocols"] or [None])[0])
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(f"{room}:{text}")
+    except WebSocketDisconnect:
+        pass

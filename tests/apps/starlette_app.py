@@ -4,7 +4,8 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
 
 
 async def get_item(request):
@@ -43,6 +44,16 @@ async def file_messages(request):
     return JSONResponse(FILE_MESSAGES)
 
 
+async def websocket_echo(websocket):
+    await websocket.accept(subprotocol=(websocket.scope["subprotocols"] or [None])[0])
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(f"{websocket.path_params['room']}:{text}")
+    except WebSocketDisconnect:
+        pass
+
+
 def sync_endpoint(request):
     # A sync endpoint runs in a worker thread via anyio: needs a real current task.
     return JSONResponse({"sync": True})
@@ -61,6 +72,7 @@ starlette_app = Starlette(
         Route("/sync", sync_endpoint),
         Route("/file", file),
         Route("/file-messages", file_messages),
+        WebSocketRoute("/ws/{room}", websocket_echo),
     ],
     lifespan=lifespan,
 )
