@@ -64,6 +64,7 @@ class H3Stream:
     trailers: Headers | None = None
     body: bytearray = field(default_factory=bytearray)
     ended: bool = False
+    interim: list[Headers] = field(default_factory=list)  # 1xx responses before the final one
     reset_code: int | None = None  # RESET_STREAM from the server
     stop_sending_code: int | None = None  # STOP_SENDING from the server
 
@@ -125,10 +126,12 @@ class H3Client(QuicConnectionProtocol):
                 continue
             if isinstance(h3_event, HeadersReceived):
                 # A second HEADERS frame after the final response is the trailer section (RFC 9114 §4.1);
-                # interim (1xx) responses are replaced by the final one.
+                # interim (1xx) responses are kept aside when the final one arrives.
                 if stream.headers is not None and not _is_interim(stream.headers):
                     stream.trailers = h3_event.headers
                 else:
+                    if stream.headers is not None:
+                        stream.interim.append(stream.headers)
                     stream.headers = h3_event.headers
                 stream.ended |= h3_event.stream_ended
             elif isinstance(h3_event, DataReceived):

@@ -739,6 +739,31 @@ def test_workers_killed_or_added_keep_http3_serving(start_server, tls_certs):
     run(main(), timeout=40)
 
 
+@tricorn_only
+def test_early_hints(h3_server, ca, tls_certs):
+    """http.response.early_hint is offered on HTTP/3 and sent as a 103 (RFC 8297) before the final response;
+    not offered over HTTP/1.1 or HTTP/2, whose server (hyper) cannot send informational responses."""
+
+    async def main():
+        async with h3_connect(h3_server.port, ca) as client:
+            stream = await client.response(client.send_request("GET", "/early-hint"), timeout=5)
+            assert stream.status == 200 and json.loads(stream.body) == {"offered": True}
+            assert len(stream.interim) == 1
+            hint = stream.interim[0]
+            assert (b":status", b"103") in hint
+            assert [value for name, value in hint if name == b"link"] == [
+                b"</style.css>; rel=preload; as=style",
+                b"</app.js>; rel=preload; as=script",
+            ]
+
+    run(main())
+    context = ssl.create_default_context(cafile=str(tls_certs / "ca.pem"))
+    for http2 in (False, True):
+        with httpx.Client(http2=http2, verify=context, timeout=10) as client:
+            response = client.get(f"https://{HOST}:{h3_server.port}/early-hint")
+        assert response.json() == {"offered": False}
+
+
 # ---------------------------------------------------------------------------------------------
 # Knobs (tricorn's --http3-* options) and 0-RTT
 # ---------------------------------------------------------------------------------------------

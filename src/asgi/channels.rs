@@ -188,6 +188,22 @@ impl Send {
         Ok(self.state.done.clone_ref(py).into_any())
     }
 
+    /// `http.response.early_hint` (offered on HTTP/3 only, where a 103 can be sent): one `link`
+    /// header per entry of `links`.
+    fn early_hint(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut links = HeaderMap::new();
+        for link in message.get_item(intern!(py, "links"))?.try_iter()? {
+            let link = link?;
+            let value = HeaderValue::from_bytes(header_bytes(&link, "link")?)
+                .map_err(|_| PyRuntimeError::new_err("Invalid link in http.response.early_hint"))?;
+            links.append(http::header::LINK, value);
+        }
+        if !links.is_empty() {
+            self.exchange.borrow_mut().push_early_hint(links);
+        }
+        Ok(())
+    }
+
     /// `http.response.pathsend` (ASGI "Path Send" extension): the rest of the body is the file at
     /// the absolute `path`, read and sent by the server.
     fn pathsend(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -247,6 +263,10 @@ impl Send {
             return Ok(self.state.done.clone_ref(py).into_any());
         }
         match stage {
+            ResponseStage::NotStarted if kind == "http.response.early_hint" => {
+                self.early_hint(py, message)?;
+                Ok(self.state.done.clone_ref(py).into_any())
+            }
             ResponseStage::NotStarted => {
                 if kind != "http.response.start" {
                     return Err(PyRuntimeError::new_err(format!(

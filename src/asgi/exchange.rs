@@ -112,6 +112,8 @@ pub(crate) struct Exchange {
     /// A `send()` waiting for the client to read: an asyncio future.
     send_waiter: Option<Py<PyAny>>,
     head_waker: Option<Waker>,
+    /// `http.response.early_hint` messages not yet sent (HTTP/3 only), as `link` headers.
+    early_hints: VecDeque<HeaderMap>,
     body_waker: Option<Waker>,
     /// The `--access-log-format` line in the making.
     pub(crate) access_record: Option<Box<AccessRecord>>,
@@ -157,6 +159,7 @@ impl Exchange {
             discard_body,
             send_waiter: None,
             head_waker: None,
+            early_hints: VecDeque::new(),
             body_waker: None,
             access_record: None,
             disconnected: false,
@@ -306,6 +309,19 @@ impl Exchange {
         self.head = Some(head);
         self.expected_length = expected_length;
         self.trailers_expected = trailers;
+    }
+
+    /// Queue a 103 (Early Hints, RFC 8297) response with these `link` headers.
+    pub(crate) fn push_early_hint(&mut self, links: HeaderMap) {
+        self.early_hints.push_back(links);
+        if let Some(waker) = self.head_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The next early hint to send, before the response head.
+    pub(crate) fn take_early_hint(&mut self) -> Option<HeaderMap> {
+        self.early_hints.pop_front()
     }
 
     /// Record an `http.response.trailers` message; the last one completes the response.

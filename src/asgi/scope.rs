@@ -145,6 +145,10 @@ impl ScopeTemplate {
         if let Some(info) = &conn.tls {
             extensions.set_item(intern!(py, "tls"), conn_scope.tls(py, info, self.server_cert.as_deref())?)?;
         }
+        if parts.version == http::Version::HTTP_3 {
+            // 103 responses (RFC 8297): only the HTTP/3 writer can send informational responses.
+            extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+        }
         if can_send_trailers(parts) {
             extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
         }
@@ -173,7 +177,12 @@ impl ScopeTemplate {
             Some(extensions) => extensions.cast_into::<PyDict>()?,
             None => PyDict::new(py),
         };
-        for http_only in [intern!(py, "http.response.trailers"), intern!(py, "http.response.pathsend")] {
+        let http_only = [
+            intern!(py, "http.response.trailers"),
+            intern!(py, "http.response.pathsend"),
+            intern!(py, "http.response.early_hint"),
+        ];
+        for http_only in http_only {
             if extensions.contains(http_only)? {
                 extensions.del_item(http_only)?;
             }

@@ -182,6 +182,14 @@ impl ResponseFuture {
     fn new(pending: Pending, active: Option<ActiveExchange>) -> Self {
         Self { pending, active }
     }
+
+    /// The next `http.response.early_hint` of the application, to send as a 103 before the head.
+    pub(crate) fn take_early_hint(&self) -> Option<http::HeaderMap> {
+        match &self.pending {
+            Pending::App { exchange, .. } => exchange.borrow_mut().take_early_hint(),
+            _ => None,
+        }
+    }
 }
 
 impl Future for ResponseFuture {

@@ -3,14 +3,15 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use h3::error::Code;
 use h3::server::RequestResolver;
 use http::header::{CONNECTION, DATE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 
 use super::body::RequestStreamBody;
@@ -32,10 +33,30 @@ pub(super) async fn serve_request(service: &AsgiService, resolver: RequestResolv
     let Ok((request, stream)) = resolver.resolve_request().await else { return };
     let (mut send, recv) = stream.split();
     let request = request.map(|()| RequestBody::Http3(RequestStreamBody::new(recv)));
-    let Ok(response) = service.handle(request).await else {
-        // RFC 9114 §4.1.1: a response that cannot complete resets the stream.
-        send.stop_stream(Code::H3_INTERNAL_ERROR);
-        return;
+    let mut head = pin!(service.handle(request));
+    let response = loop {
+        let next = poll_fn(|cx| match head.take_early_hint() {
+            Some(links) => Poll::Ready(Err(links)),
+            None => head.as_mut().poll(cx).map(Ok),
+        })
+        .await;
+        match next {
+            Ok(Ok(response)) => break response,
+            Ok(Err(_)) => {
+                // RFC 9114 §4.1.1: a response that cannot complete resets the stream.
+                send.stop_stream(Code::H3_INTERNAL_ERROR);
+                return;
+            }
+            // 103 Early Hints (RFC 8297), an interim response before the final one (RFC 9114 §4.1).
+            Err(links) => {
+                let mut hint = Response::new(());
+                *hint.status_mut() = StatusCode::EARLY_HINTS;
+                *hint.headers_mut() = links;
+                if send.send_response(hint).await.is_err() {
+                    return;
+                }
+            }
+        }
     };
     let (mut head, mut body) = response.into_parts();
     prepare_headers(&mut head.headers, service.state.settings.date_header);

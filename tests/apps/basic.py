@@ -378,6 +378,16 @@ async def pathsend(scope, receive, send, q):
     RESULTS["pathsend"] = "sent"
 
 
+async def early_hint(scope, receive, send, q):
+    """Sends a 103 with two links when the scope offers http.response.early_hint, then the response."""
+    offered = "http.response.early_hint" in scope.get("extensions", {})
+    if offered:
+        links = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
+        await send({"type": "http.response.early_hint", "links": links})
+        await asyncio.sleep(0.05)
+    await respond_json(send, {"offered": offered})
+
+
 async def status(scope, receive, send, q):
     await respond(send, b"", status=int(q.get("code", "200")))
 
@@ -428,6 +438,7 @@ ROUTES = {
     "/env": env,
     "/status": status,
     "/pathsend": pathsend,
+    "/early-hint": early_hint,
     "/pid": pid,
     "/grow": grow,
 }
