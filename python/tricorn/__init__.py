@@ -1,6 +1,7 @@
 """tricorn: an ASGI server with a Rust network layer, a drop-in for uvicorn."""
 
 from tricorn.config import Config
+from tricorn.embed import serve
 from tricorn.main import main, run
 from tricorn.server import Server
 
@@ -9,4 +10,4 @@ try:
 except ImportError:
     __version__ = "0.1.0"
 
-__all__ = ["Config", "Server", "__version__", "main", "run"]
+__all__ = ["Config", "Server", "__version__", "main", "run", "serve"]

@@ -22,6 +22,7 @@ from tricorn.logging import LOG_LEVELS, LOGGING_CONFIG, configure_logging
 from tricorn.loops import LOOP_FACTORIES, LoopFactory
 from tricorn.sockets import create_socket, log_started_message
 from tricorn.supervisors.watched import resolve_watched_paths
+from tricorn.wsgi import is_wsgi, wsgi_to_asgi
 
 HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools"]
 ProxyHeadersStyle = Literal["x-forwarded", "forwarded"]
@@ -354,11 +355,13 @@ class Config:
                 )
 
         if self.interface == "auto":
-            self.interface = "asgi3" if _is_asgi3(self.loaded_app) else "asgi2"
+            # uvicorn takes every other app for ASGI 2; one called with (environ, start_response) is WSGI.
+            self.interface = "asgi3" if _is_asgi3(self.loaded_app) else "wsgi" if is_wsgi(self.loaded_app) else "asgi2"
 
         if self.interface == "wsgi":
-            logger.error("WSGI applications are not supported yet: serve an ASGI application instead.")
-            sys.exit(STARTUP_FAILURE)
+            self.loaded_app = wsgi_to_asgi(self.loaded_app)
+            # As uvicorn: a WebSocket upgrade reaches a WSGI application as a plain HTTP request.
+            self.ws = "none"
         if self.interface == "asgi2":
             self.loaded_app = ASGI2Middleware(self.loaded_app)
 

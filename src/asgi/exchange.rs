@@ -392,7 +392,10 @@ impl Exchange {
     /// The application finished (returned or raised). Returns what the network side must do.
     pub(crate) fn finish_app(&mut self) -> AppOutcome {
         let outcome = match self.stage {
-            ResponseStage::NotStarted if self.disconnected => AppOutcome::Fine,
+            // Nothing to complete once the network side is gone (as uvicorn: no error is logged). That
+            // includes hyper ending a Content-Length body at its last byte, before the app's final
+            // `more_body: False` message.
+            _ if self.disconnected => AppOutcome::Fine,
             ResponseStage::NotStarted => AppOutcome::NoResponse,
             ResponseStage::Started | ResponseStage::Trailers => {
                 self.aborted = true;
