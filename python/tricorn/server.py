@@ -235,6 +235,9 @@ class Server:
         """Unregister the native server from the loop, close the sockets and remove our UNIX socket file."""
         if self.native is not None:
             asyncio.get_running_loop().remove_reader(self.native.fileno())
+            # Dropped on the loop's thread: the native server cannot be dropped on another (`Server.run()`
+            # in a thread, with the `Server` kept by the main thread).
+            self.native = None
         for server in self.servers:
             server.close()
         if self._unix_path is not None and os.path.exists(self._unix_path):
