@@ -263,6 +263,9 @@ def test_force_exit_does_not_wait_for_running_requests():
             started = time.monotonic()
             await asyncio.wait_for(task, 10)
             assert time.monotonic() - started < 5
+            if IS_UVICORN:
+                request.cancel()  # uvicorn leaves the connection open until its loop closes
+                return
             with pytest.raises(httpx.HTTPError):
                 await request
 
