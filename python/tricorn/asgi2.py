@@ -12,5 +12,7 @@ class ASGI2Middleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        # The native server builds ASGI 3 scopes; an ASGI 2 app is told its version, as uvicorn does.
+        scope["asgi"] = {**scope["asgi"], "version": "2.0"}
         instance = self.app(scope)
         await instance(receive, send)

@@ -24,12 +24,12 @@ from tricorn.sockets import create_socket, log_started_message
 from tricorn.supervisors.watched import resolve_watched_paths
 from tricorn.wsgi import is_wsgi, wsgi_to_asgi
 
-HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools"]
+HTTPProtocolType = Literal["auto", "h1", "h2", "h11", "httptools", "zttp"]
 ProxyHeadersStyle = Literal["x-forwarded", "forwarded"]
 Http3Congestion = Literal["cubic", "newreno", "bbr"]
 WSProtocolType = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
 LifespanType = Literal["auto", "on", "off"]
-LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop"]
+LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop", "zuvloop"]
 InterfaceType = Literal["auto", "asgi3", "asgi2", "wsgi"]
 
 LIFESPAN: dict[str, type[LifespanOn] | type[LifespanOff]] = {
@@ -331,6 +331,10 @@ class Config:
             sys.exit(STARTUP_FAILURE)
         self.ssl: ssl.SSLContext | None = None
         self.http_versions = self._http_versions()
+        if self.h11_max_incomplete_event_size is not None:
+            logger.info(
+                "--h11-max-incomplete-event-size has no effect: tricorn's HTTP/1.1 parser (hyper) has its own limits."
+            )
 
         encoded_headers = [(key.lower().encode("latin1"), value.encode("latin1")) for key, value in self.headers]
         self.encoded_headers = (
@@ -371,6 +375,9 @@ class Config:
         """`http` as the native side takes it: "auto", "h1" or "h2"."""
         if self.http in ("auto", "h1", "h2"):
             return str(self.http)
+        if self.http == "zttp":
+            logger.info("--http zttp: tricorn serves HTTP/1.1 and HTTP/2 with its own implementation (hyper).")
+            return "auto"
         if self.http in ("h11", "httptools"):
             logger.info("--http %s: tricorn serves HTTP/1.1 with its own parser (hyper); HTTP/2 is off.", self.http)
             return "h1"

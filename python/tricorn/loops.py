@@ -23,6 +23,14 @@ def uvloop_loop_factory(use_subprocess: bool = False) -> LoopFactory:
     return uvloop.new_event_loop
 
 
+def zuvloop_loop_factory(use_subprocess: bool = False) -> LoopFactory:
+    """Return `zuvloop.new_event_loop` (uvicorn 0.54's `--loop zuvloop`); raises ImportError without zuvloop."""
+    import zuvloop  # type: ignore[import-not-found]
+
+    factory: LoopFactory = zuvloop.new_event_loop
+    return factory
+
+
 def auto_loop_factory(use_subprocess: bool = False) -> LoopFactory:
     """Return uvloop's factory when uvloop is importable, else the asyncio one."""
     try:
@@ -36,4 +44,5 @@ LOOP_FACTORIES: dict[str, Callable[..., LoopFactory] | None] = {
     "auto": auto_loop_factory,
     "asyncio": asyncio_loop_factory,
     "uvloop": uvloop_loop_factory,
+    "zuvloop": zuvloop_loop_factory,
 }
