@@ -289,3 +289,19 @@ def test_a_wsgi_application(start_gunicorn):
     assert environ["PATH_INFO"] == "/some/path" and environ["QUERY_STRING"] == "q=1"
     assert environ["pid"] in children(server.proc.pid)
     assert not environ["main_thread"]
+
+
+def test_gunicorn_reload_option_restarts_the_worker_on_a_change(start_gunicorn, tmp_path):
+    module = tmp_path / "reload_app_xyz.py"
+    source = textwrap.dedent("""
+        from tests.apps import basic
+
+        async def app(scope, receive, send):
+            return await basic.respond(send, VERSION)
+    """)
+    module.write_text(source + 'VERSION = "v1"\n')
+    server = start_gunicorn("reload_app_xyz:app", "--pythonpath", str(tmp_path), "--reload")
+    first = get(server, "/").text
+    assert first == "v1"
+    module.write_text(source + 'VERSION = "v2"\n')
+    wait_until(lambda: get(server, "/").text == "v2", 15, interval=0.2, message="the reloaded code")
