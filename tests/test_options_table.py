@@ -8,6 +8,8 @@ that cover the option in depth; the row still checks its effect in both forms he
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import socket
 import ssl
@@ -23,7 +25,16 @@ import h2.events
 import httpx
 import pytest
 
-from tests.helpers import ENV_PREFIX, IS_UVICORN, SERVER_NAME, RawClient, ServerProcess, free_port, run_cli
+from tests.helpers import (
+    ENV_PREFIX,
+    IS_UVICORN,
+    SERVER_NAME,
+    RawClient,
+    ServerProcess,
+    free_port,
+    run_cli,
+    wait_until,
+)
 from tests.test_websocket import RawWS, closed_code, ws_connect
 
 # `uvicorn --help` of uvicorn 0.54 (the newest release), in its order.
@@ -64,6 +75,8 @@ class Group:
     fd: bool = False
     # Why the group is skipped when the suite runs against uvicorn, if it is.
     not_uvicorn: str = ""
+    # Writes the files of a project into a fresh directory, where the server then runs ("{project}" in rows).
+    project: Callable[[Path], None] | None = None
 
 
 @dataclass
@@ -73,6 +86,7 @@ class Run:
     server: ServerProcess
     form: str
     files: Path
+    project: Path
 
     def get(self, path: str, **kwargs) -> httpx.Response:
         with httpx.Client(base_url=self.server.url, timeout=10) as client:
@@ -180,10 +194,10 @@ def check_app_dir(run: Run) -> None:
 
 
 def check_h11_max_incomplete_event_size(run: Run) -> None:
-    # uvicorn's h11 limit; hyper has its own: a 4 KiB header is still served, and a line says so.
-    assert run.get("/head", headers={"x-big": "a" * 4096}).status_code == 200
-    if not IS_UVICORN:
-        run.server.wait_output("--h11-max-incomplete-event-size has no effect")
+    # The largest request head: a 10 KiB header is refused with 431, a small one served (uvicorn's h11 applies
+    # the limit to a head that arrives in pieces only).
+    assert run.get("/head", headers={"x-small": "a" * 100}).status_code == 200
+    assert run.get("/head", headers={"x-big": "a" * 10240}).status_code in ((200, 400) if IS_UVICORN else (431,))
 
 
 def h2c_get(run: Run, path: str = "/head") -> int | None:
@@ -357,39 +371,88 @@ def check_ws_per_message_deflate_off(run: Run) -> None:
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
 
-def check_reload_notice(run: Run) -> None:
-    # Until the supervisor lands: one line, then one server (tests/test_reload.py will check the reloading).
-    run.server.wait_output("Auto-reload is not supported yet")
-    assert run.get("/head").status_code == 200
+RELOAD_APP = """
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({{"type": "http.response.start", "status": 200, "headers": []}})
+        await send({{"type": "http.response.body", "body": b"{version}"}})
+"""
 
 
-def check_reload_filters(run: Run) -> None:
-    run.server.wait_output("will not reload as not all conditions are met")
+def reload_project(directory: Path) -> None:
+    (directory / "reload_table_app.py").write_text(RELOAD_APP.format(version="v1"))
+    (directory / "src").mkdir()
 
 
-def refused(run: Run, option: str, env_name: str) -> None:
-    """A bad value of `option` is refused, naming it: the value given in this form is read."""
-    if run.form == "cli":
-        result = run_cli("tests.apps.basic:app", option, "not-a-number")
-    else:
-        result = run_cli("tests.apps.basic:app", env={ENV_PREFIX + env_name: "not-a-number"})
-    assert result.returncode == 2 and option in result.stderr, result.stderr
+def served(run: Run, version: str) -> bool:
+    try:
+        return run.get("/").text == version
+    except httpx.HTTPError:
+        return False
+
+
+def reloads(run: Run) -> int:
+    return run.server.output.count("Reloading...")
+
+
+def check_reload(run: Run) -> None:
+    (run.project / "reload_table_app.py").write_text(RELOAD_APP.format(version="v2"))
+    wait_until(lambda: served(run, "v2"), message=f"the reloaded app:\n{run.server.output}")
+
+
+def check_reload_exclude(run: Run) -> None:
+    # Runs first in its group: an excluded file changes, nothing reloads.
+    wait_until(lambda: served(run, "v1"), message=f"v1:\n{run.server.output}")
+    time.sleep(1 if IS_UVICORN else 0)
+    (run.project / "skip_me.py").write_text("x = 1\n")
+    time.sleep(1.5)
+    assert reloads(run) == 0, run.server.output
+
+
+def check_reload_include(run: Run) -> None:
+    (run.project / "notes.txt").write_text("watched\n")
+    wait_until(lambda: reloads(run) >= 1, message=f"a reload for notes.txt:\n{run.server.output}")
+    assert "'notes.txt'" in run.server.output
+
+
+def check_reload_dir(run: Run) -> None:
+    run.server.wait_output(f"Will watch for changes in these directories: ['{run.project / 'src'}']")
 
 
 def check_reload_delay(run: Run) -> None:
-    check_reload_notice(run)
-    refused(run, "--reload-delay", "RELOAD_DELAY")
+    # After a reload, the next change is noticed --reload-delay (2 s) later, not at once.
+    wait_until(lambda: served(run, "v1"), message=f"v1:\n{run.server.output}")
+    time.sleep(1 if IS_UVICORN else 0)
+    (run.project / "src" / "a.py").write_text("x = 1\n")
+    wait_until(lambda: reloads(run) == 1, message=f"a reload:\n{run.server.output}")
+    first = time.monotonic()
+    (run.project / "src" / "b.py").write_text("x = 2\n")
+    wait_until(lambda: reloads(run) == 2, 10, message=f"a second reload:\n{run.server.output}")
+    assert time.monotonic() - first > 1.9, "the second change was not delayed"
+
+
+def worker_pids(run: Run) -> set[int]:
+    return {int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", run.server.output)}
+
+
+def check_two_workers(run: Run) -> None:
+    seen: set[int] = set()
+
+    def both() -> bool:
+        seen.add(int(run.get("/pid").text))
+        return len(seen) == 2
+
+    wait_until(both, 15, interval=0.01, message=f"two workers answering (seen {seen})")
 
 
 def check_timeout_worker_healthcheck(run: Run) -> None:
-    check_workers_notice(run)
-    refused(run, "--timeout-worker-healthcheck", "TIMEOUT_WORKER_HEALTHCHECK")
-
-
-def check_workers_notice(run: Run) -> None:
-    # Until the supervisor lands: one line, then one worker (tests/test_workers.py will check the processes).
-    run.server.wait_output("running 1 worker, not 2")
-    assert run.get("/head").status_code == 200
+    wait_until(lambda: len(worker_pids(run)) == 2, message="two workers")
+    hung = min(worker_pids(run))
+    os.kill(hung, signal.SIGSTOP)
+    started = time.monotonic()
+    run.server.wait_output(f"[{hung}]", timeout=10)
+    wait_until(lambda: len(worker_pids(run)) == 3, 10, message=f"a replacement:\n{run.server.output}")
+    assert time.monotonic() - started < 6, "killed later than --timeout-worker-healthcheck 1 allows"
 
 
 # --- the table --------------------------------------------------------------------------------------------------
@@ -434,8 +497,8 @@ GROUPS: dict[str, Group] = {
             ),
             Row(
                 "--h11-max-incomplete-event-size",
-                ["--h11-max-incomplete-event-size", "1024"],
-                {"H11_MAX_INCOMPLETE_EVENT_SIZE": "1024"},
+                ["--h11-max-incomplete-event-size", "8192"],
+                {"H11_MAX_INCOMPLETE_EVENT_SIZE": "8192"},
                 check_h11_max_incomplete_event_size,
             ),
         ],
@@ -651,40 +714,59 @@ GROUPS: dict[str, Group] = {
             ),
         ],
     ),
+    # Rows run in order: the exclude check must see no reload before the include check makes one.
     "reload": Group(
-        APP,
-        not_uvicorn="tricorn's notice until its supervisor lands",
+        "reload_table_app:app",
+        project=reload_project,
         rows=[
-            Row("--reload", ["--reload"], {"RELOAD": "true"}, check_reload_notice),
-            Row("--reload-delay", ["--reload-delay", "0.5"], {"RELOAD_DELAY": "0.5"}, check_reload_delay),
+            Row(
+                "--reload-exclude",
+                ["--reload-exclude", "skip_*.py"],
+                {"RELOAD_EXCLUDES": "skip_*.py"},
+                check_reload_exclude,
+                "test_reload.py::test_only_included_files_reload",
+            ),
+            Row(
+                "--reload-include",
+                ["--reload-include", "*.txt"],
+                {"RELOAD_INCLUDES": "*.txt"},
+                check_reload_include,
+                "test_reload.py::test_only_included_files_reload",
+            ),
+            Row("--reload", ["--reload"], {"RELOAD": "true"}, check_reload, "test_reload.py"),
         ],
     ),
-    # Without --reload, which they need (click names the variables after the parameters: RELOAD_DIRS, ...).
-    "reload-filters": Group(
-        APP,
+    "reload-dir-delay": Group(
+        "reload_table_app:app",
+        not_uvicorn="uvicorn's --reload-delay is the interval between its checks for changes",
+        project=reload_project,
+        args=["--reload"],
         rows=[
-            Row("--reload-dir", ["--reload-dir", "{files}"], {"RELOAD_DIRS": "{files}"}, check_reload_filters),
-            Row("--reload-include", ["--reload-include", "*.py"], {"RELOAD_INCLUDES": "*.py"}, check_reload_filters),
-            Row("--reload-exclude", ["--reload-exclude", "*.tmp"], {"RELOAD_EXCLUDES": "*.tmp"}, check_reload_filters),
+            Row(
+                "--reload-dir",
+                ["--reload-dir", "{project}/src"],
+                {"RELOAD_DIRS": "{project}/src"},
+                check_reload_dir,
+                "test_reload.py::test_reload_dir_limits_what_is_watched",
+            ),
+            Row("--reload-delay", ["--reload-delay", "2"], {"RELOAD_DELAY": "2"}, check_reload_delay),
         ],
     ),
     "workers": Group(
         APP,
-        not_uvicorn="tricorn's notice until its supervisor lands",
         rows=[
-            Row("--workers", ["--workers", "2"], {"WORKERS": "2"}, check_workers_notice),
+            Row("--workers", ["--workers", "2"], {"WORKERS": "2"}, check_two_workers, "test_workers.py"),
             Row(
                 "--timeout-worker-healthcheck",
-                ["--timeout-worker-healthcheck", "3"],
-                {"TIMEOUT_WORKER_HEALTHCHECK": "3"},
+                ["--timeout-worker-healthcheck", "1"],
+                {"TIMEOUT_WORKER_HEALTHCHECK": "1"},
                 check_timeout_worker_healthcheck,
+                "test_workers.py::test_hung_worker_is_killed_and_replaced",
             ),
         ],
     ),
     "unprefixed-web-concurrency": Group(
-        APP,
-        not_uvicorn="tricorn's notice until its supervisor lands",
-        rows=[Row("WEB_CONCURRENCY", [], {"=WEB_CONCURRENCY": "2"}, check_workers_notice)],
+        APP, rows=[Row("WEB_CONCURRENCY", [], {"=WEB_CONCURRENCY": "2"}, check_two_workers, "test_workers.py")]
     ),
 }
 # Checked without a server: --version prints and exits (see test_version_option).
@@ -734,8 +816,8 @@ def files(tmp_path_factory, tls_certs) -> Path:
     return d
 
 
-def _fill(value: str, files: Path, fd: int | None) -> str:
-    return value.replace("{files}", str(files)).replace("{fd}", str(fd))
+def _fill(value: str, files: Path, fd: int | None, project: Path) -> str:
+    return value.replace("{files}", str(files)).replace("{fd}", str(fd)).replace("{project}", str(project))
 
 
 def _env_only(row: Row) -> bool:
@@ -757,7 +839,7 @@ FORMS = [
 
 
 @pytest.mark.parametrize("name, form", FORMS)
-def test_options(name, form, files):
+def test_options(name, form, files, tmp_path):
     group = GROUPS[name]
     rows = [row for row in group.rows if form == "env" or not _env_only(row)]
     listener = None
@@ -769,23 +851,28 @@ def test_options(name, form, files):
     fd = listener.fileno() if listener else None
     for row in rows:
         if form == "cli":
-            args += [_fill(value, files, fd) for value in row.cli]
+            args += [_fill(value, files, fd, tmp_path) for value in row.cli]
         else:
             for key, value in row.env.items():
-                env[key[1:] if key.startswith("=") else ENV_PREFIX + key] = _fill(value, files, fd)
+                env[key[1:] if key.startswith("=") else ENV_PREFIX + key] = _fill(value, files, fd, tmp_path)
     port = listener.getsockname()[1] if listener else free_port()
     use_port = not (group.uds or group.fd)
     if form == "env" and use_port:
         env[ENV_PREFIX + "PORT"] = str(port)
     pass_fds = (fd,) if fd is not None else ()
-    server = ServerProcess(group.app, *args, env=env, use_port=use_port and form == "cli", port=port, pass_fds=pass_fds)
+    if group.project is not None:
+        group.project(tmp_path)
+    cwd = str(tmp_path) if group.project is not None else None
+    server = ServerProcess(
+        group.app, *args, env=env, use_port=use_port and form == "cli", port=port, pass_fds=pass_fds, cwd=cwd
+    )
     try:
         if listener:
             listener.close()
         server.host = group.host
         server.url = f"http://{group.host}:{server.port}"
         server.wait_ready(uds=str(files / "server.sock") if group.uds else None)
-        run = Run(server, form, files)
+        run = Run(server, form, files, tmp_path)
         for row in rows:
             row.check(run)
     finally:

@@ -331,10 +331,6 @@ class Config:
             sys.exit(STARTUP_FAILURE)
         self.ssl: ssl.SSLContext | None = None
         self.http_versions = self._http_versions()
-        if self.h11_max_incomplete_event_size is not None:
-            logger.info(
-                "--h11-max-incomplete-event-size has no effect: tricorn's HTTP/1.1 parser (hyper) has its own limits."
-            )
 
         encoded_headers = [(key.lower().encode("latin1"), value.encode("latin1")) for key, value in self.headers]
         self.encoded_headers = (
