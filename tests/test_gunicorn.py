@@ -305,3 +305,20 @@ def test_gunicorn_reload_option_restarts_the_worker_on_a_change(start_gunicorn, 
     assert first == "v1"
     module.write_text(source + 'VERSION = "v2"\n')
     wait_until(lambda: get(server, "/").text == "v2", 15, interval=0.2, message="the reloaded code")
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn's worker serves HTTP/1.1 only")
+@pytest.mark.parametrize(
+    "args, http2",
+    [([], False), (["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"], True)],
+    ids=["default", "h2"],
+)
+def test_http2_as_gunicorn_settings_say(start_gunicorn, args, http2):
+    server = start_gunicorn("tests.apps.process:app", *args)
+    assert get(server, "/head").text == "hello"
+    with httpx.Client(http1=False, http2=True, timeout=5) as client:
+        if http2:
+            assert client.get(server.url + "/head").http_version == "HTTP/2"
+        else:
+            with pytest.raises(httpx.HTTPError):
+                client.get(server.url + "/head")

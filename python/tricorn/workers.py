@@ -96,7 +96,7 @@ class TricornWorker(Worker):  # type: ignore[misc]
                 ssl_ca_certs=ssl.get("ca_certs"),
                 ssl_ciphers=ssl.get("ciphers"),
             )
-        # Settings of newer gunicorn releases (24 and later).
+        # Settings of newer gunicorn releases, used where they exist.
         settings = cfg.settings
         if "root_path" in settings:
             kwargs["root_path"] = cfg.root_path
@@ -107,8 +107,10 @@ class TricornWorker(Worker):  # type: ignore[misc]
         if "websocket_max_message_size" in settings:
             kwargs["ws_max_size"] = cfg.websocket_max_message_size
         if "http_protocols" in settings:
-            # gunicorn serves HTTP/1.1 only unless --http-protocols names h2.
-            kwargs["http"] = "auto" if "h2" in cfg.http_protocols else "h1"
+            # HTTP/2 as gunicorn: when --http-protocols names h2, over TLS (ALPN) or, in cleartext, with
+            # --http2-cleartext prior-knowledge or both (tricorn has no h2c upgrade).
+            cleartext = cfg.http2_cleartext in ("prior-knowledge", "both")
+            kwargs["http"] = "auto" if "h2" in cfg.http_protocols and (cfg.is_ssl or cleartext) else "h1"
             kwargs.update(
                 http2_max_concurrent_streams=cfg.http2_max_concurrent_streams,
                 http2_initial_stream_window_size=cfg.http2_initial_window_size,
