@@ -322,3 +322,18 @@ def test_http2_as_gunicorn_settings_say(start_gunicorn, args, http2):
         else:
             with pytest.raises(httpx.HTTPError):
                 client.get(server.url + "/head")
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="tricorn's worker class")
+def test_h11_worker_serves_http11_on_asyncio_only(start_gunicorn):
+    server = start_gunicorn(
+        "tests.apps.process:app",
+        "--http-protocols",
+        "h2,h1",
+        "--http2-cleartext",
+        "prior-knowledge",
+        worker="tricorn.workers.TricornH11Worker",
+    )
+    assert "SelectorEventLoop" in get(server, "/loop").text
+    with httpx.Client(http1=False, http2=True, timeout=5) as client, pytest.raises(httpx.HTTPError):
+        client.get(server.url + "/head")
