@@ -15,7 +15,8 @@ build, `make build`) with a long `--timeout-keep-alive` and `--backlog 8192`, th
 3. closes them all, then opens N connections that send nothing (they count as idle until
    their first byte) and measures the same.
 
-Prints a summary and one JSON line. Stdlib only; raises its own and the server's
+`--server uvicorn --python ../ref-venv/bin/python` runs the same against uvicorn. Prints a
+summary and one JSON line. Stdlib only; raises its own and the server's
 `RLIMIT_NOFILE` to the hard limit.
 """
 
@@ -144,11 +145,12 @@ def phase(pid: int, port: int, count: int, send_request: bool, base_rss: int, ba
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--python", default=sys.executable, help="the venv whose tricorn to run")
+    parser.add_argument("--python", default=sys.executable, help="the venv whose server to run")
+    parser.add_argument("--server", default="tricorn", help="the server module (uvicorn for comparison)")
     args = parser.parse_args()
     raise_fd_limit(args.connections + 1000)
     port = free_port()
-    command = [args.python, "-m", "tricorn", "bench.apps:hello", "--port", str(port)]
+    command = [args.python, "-m", args.server, "bench.apps:hello", "--port", str(port)]
     command += ["--timeout-keep-alive", "600", "--backlog", "8192", "--no-access-log", "--log-level", "warning"]
     server = subprocess.Popen(command, cwd=ROOT)
     try:
