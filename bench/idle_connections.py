@@ -95,7 +95,9 @@ def open_connections(port: int, count: int, send_request: bool, batch: int = 200
     """`count` connections; with `send_request`, each gets one answered request first."""
     socks: list[socket.socket] = []
     while len(socks) < count:
-        group = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(min(batch, count - len(socks)))]
+        group = [
+            socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(min(batch, count - len(socks)))
+        ]
         if send_request:
             for sock in group:
                 sock.sendall(REQUEST)

@@ -44,7 +44,11 @@ def free_port() -> int:
 
 def sample(pid: int) -> tuple[float, int]:
     """RSS in MiB and open fds of `pid`."""
-    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    rss_kb = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
     return rss_kb / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
@@ -56,7 +60,10 @@ def run(command: list[str], timeout: float) -> str:
 
 
 def wrk_round(port: int, seconds: int) -> int:
-    out = run(["wrk", "-t1", "-c32", f"-d{seconds}s", "-s", str(BENCH / "soak.lua"), f"http://127.0.0.1:{port}/"], seconds + 30)
+    out = run(
+        ["wrk", "-t1", "-c32", f"-d{seconds}s", "-s", str(BENCH / "soak.lua"), f"http://127.0.0.1:{port}/"],
+        seconds + 30,
+    )
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     if errors:
         raise RuntimeError(f"wrk reported errors: {errors.group(0)}")
@@ -65,7 +72,9 @@ def wrk_round(port: int, seconds: int) -> int:
 
 def h2load_round(port: int) -> int:
     out = run(["h2load", "-n", "20000", "-c", "8", "-m", "10", f"http://127.0.0.1:{port}/"], 120)
-    match = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    match = re.search(
+        r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out
+    )
     total, succeeded, failed, errored = (int(g) for g in match.groups())
     if succeeded != total or failed or errored:
         raise RuntimeError(f"h2load: {match.group(0)}")
@@ -73,7 +82,21 @@ def h2load_round(port: int) -> int:
 
 
 def ws_round(port: int, python: str) -> int:
-    out = run([python, str(BENCH / "ws_load.py"), "--port", str(port), "--connections", "8", "--warmup", "0", "--duration", "3"], 60)
+    out = run(
+        [
+            python,
+            str(BENCH / "ws_load.py"),
+            "--port",
+            str(port),
+            "--connections",
+            "8",
+            "--warmup",
+            "0",
+            "--duration",
+            "3",
+        ],
+        60,
+    )
     result = json.loads(out.strip().splitlines()[-1])
     if result.get("error") or result.get("errors"):
         raise RuntimeError(f"ws_load.py: {result}")
