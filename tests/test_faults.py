@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 import uuid
 
@@ -118,3 +119,31 @@ def test_repeated_disconnects_leak_no_file_descriptors(srv):
         close(client, reset=i % 3 == 0)
         wait_until(lambda key=key: str(result(srv, key)).startswith("disconnected"), 10, message="disconnect seen")
     assert_recovered(srv, fds)
+
+
+def test_sigterm_under_load_finishes_requests_and_refuses_new_connections(start_server):
+    srv = start_server("tests.apps.basic:app")
+    results: list[str] = []
+
+    def slow_request(key: int) -> None:
+        results.append(httpx.get(srv.url + "/sleep", params={"seconds": "1.5", "key": key}, timeout=10).text)
+
+    threads = [threading.Thread(target=slow_request, args=(key,)) for key in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: srv.output.count("SLEEP-STARTED") == 4, 10, message="4 requests running")
+    srv.send_signal(signal.SIGTERM)
+    # The listening socket closes first: a new connection is refused, not accepted and dropped.
+    wait_until(lambda: not port_accepts(srv.port), 5, message="new connections refused")
+    for thread in threads:
+        thread.join(10)
+    assert results == ["slept"] * 4
+    assert srv.wait_exit(10) in graceful_exit_codes()
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return False
+    return True
