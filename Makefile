@@ -6,7 +6,8 @@ export PYO3_PYTHON := $(abspath $(PY))
 # System packages the tests and benchmarks use, installed with apt-get when missing.
 SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
 
-.PHONY: run run-tls test build venv system-deps lint format test-rust test-python test-pythons bench clean docs
+.PHONY: run run-tls test build venv system-deps lint format test-rust test-python test-pythons bench clean docs \
+	fuzz idle-connections soak
 
 run: build
 	@echo "Serving examples/hello.py on http://127.0.0.1:8000 (Ctrl+C to stop)"
@@ -63,6 +64,30 @@ test-pythons:
 
 bench: build
 	$(PY) bench/run.py
+
+# Fuzzing (not part of `make test`): each target in fuzz/ for FUZZ_SECONDS with libFuzzer, via
+# cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP lets it use the nightly-only flags).
+# New inputs go to fuzz/corpus/TARGET, crashes to fuzz/artifacts/TARGET. docs/reliability.md.
+FUZZ_SECONDS ?= 60
+FUZZ_SANITIZER ?= none
+FUZZ_TARGETS ?= trusted_hosts proxy_headers request_head access_log_format ws_negotiate ws_inflate ws_deflate_roundtrip
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$target && \
+	  RUSTC_BOOTSTRAP=1 nice -n 10 cargo fuzz run --sanitizer $(FUZZ_SANITIZER) $$target corpus/$$target seeds/$$target \
+	    -- -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -print_final_stats=1 || exit 1; \
+	done
+
+# 10,000 idle keep-alive connections against one release-build worker (docs/reliability.md).
+IDLE_CONNECTIONS ?= 10000
+idle-connections: build
+	$(PY) bench/idle_connections.py --connections $(IDLE_CONNECTIONS)
+
+# A bounded soak run of mixed requests against one release-build worker (docs/reliability.md).
+SOAK_REQUESTS ?= 2000000
+soak: system-deps build
+	$(PY) bench/soak.py --requests $(SOAK_REQUESTS)
 
 clean:
 	cargo clean

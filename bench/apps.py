@@ -165,3 +165,27 @@ async def ws_echo(scope, receive, send):
                 await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
         elif message["type"] == "websocket.disconnect":
             return
+
+
+# --------------------------------------------------------------------------
+# soak (bench/soak.py): GET / hello, POST /echo echo, GET /stream 8 chunks of
+# 1 KiB, and a WebSocket echo on any path
+# --------------------------------------------------------------------------
+
+_SOAK_CHUNK = b"s" * 1024
+
+
+async def _small_stream(send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    for i in range(8):
+        await send({"type": "http.response.body", "body": _SOAK_CHUNK, "more_body": i < 7})
+
+
+async def soak(scope, receive, send):
+    if scope["type"] != "http":
+        return await ws_echo(scope, receive, send)
+    if scope["path"] == "/echo":
+        return await echo(scope, receive, send)
+    if scope["path"] == "/stream":
+        return await _small_stream(send)
+    return await hello(scope, receive, send)

@@ -5,6 +5,9 @@
 mod asgi;
 mod connection;
 mod forwarded;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http3;
 mod net;
 mod proxy_headers;

@@ -4,7 +4,7 @@
 //! response (`handshake`) and the socket task (`socket`) share.
 
 mod callables;
-mod deflate;
+pub(crate) mod deflate;
 mod handshake;
 mod socket;
 mod state;
