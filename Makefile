@@ -43,6 +43,7 @@ system-deps:
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --all-targets --features fuzzing --quiet -- -D warnings
 	$(VENV)/bin/ruff check python tests bench examples scripts
 	$(VENV)/bin/ruff format --check python tests bench examples scripts
 	$(VENV)/bin/mypy

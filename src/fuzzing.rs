@@ -197,8 +197,8 @@ fn client_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv1: bool, mask: 
 
 /// The inflater on arbitrary frames, read in pieces: a setup byte (parameters), two piece
 /// sizes, then frames, each a control byte (FIN, RSV1, opcode), a length byte, and that many
-/// payload bytes taken as compressed data. It must not panic, and a decompression bomb must be
-/// inflated only as far as it is read.
+/// payload bytes taken as compressed data. It must not panic, and must report corrupt data as
+/// its own error.
 pub fn ws_inflate(data: &[u8]) {
     let Some((&[setup, size_a, size_b], mut rest)) = data.split_first_chunk::<3>() else { return };
     let mut stream = Vec::new();
