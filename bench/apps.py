@@ -1,11 +1,12 @@
 """ASGI apps used by the benchmark harness (bench/run.py).
 
 Every server (tricorn, uvicorn, granian) loads the very same module, e.g.
-``bench.apps:hello``.  All apps are plain ASGI except ``fastapi_app``; ``ws_echo``
-is a WebSocket echo (bench/ws_load.py).
+``bench.apps:hello``.  All apps are plain ASGI except ``fastapi_app`` and ``files``
+(Starlette); ``ws_echo`` is a WebSocket echo (bench/ws_load.py).
 """
 
 import json as _json
+import os as _os
 
 # --------------------------------------------------------------------------
 # hello world: GET / -> "Hello, world!" (text/plain)
@@ -136,6 +137,33 @@ else:
     @fastapi_app.get("/items/{item_id}")
     async def read_item(item_id: int, q: str | None = None):
         return {"item_id": item_id, "q": q}
+
+
+# --------------------------------------------------------------------------
+# files: Starlette FileResponse for every file in $BENCH_FILES_DIR (bench/run.py
+# writes 50k and 10m there), GET /<name>.  FileResponse sends
+# http.response.pathsend when the server offers it in scope["extensions"]
+# (tricorn, granian), else it streams the file from a worker thread (uvicorn).
+# --------------------------------------------------------------------------
+
+try:
+    from starlette.applications import Starlette as _Starlette
+    from starlette.responses import FileResponse as _FileResponse
+    from starlette.routing import Route as _Route
+except ImportError:  # pragma: no cover - reported by the harness at startup
+    files = None
+else:
+    _FILES_DIR = _os.environ.get("BENCH_FILES_DIR", "")
+
+    def _file_route(name: str) -> _Route:
+        path = _os.path.join(_FILES_DIR, name)
+
+        async def endpoint(request):
+            return _FileResponse(path, media_type="application/octet-stream")
+
+        return _Route(f"/{name}", endpoint)
+
+    files = _Starlette(routes=[_file_route(n) for n in sorted(_os.listdir(_FILES_DIR))] if _FILES_DIR else [])
 
 
 # --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark harness: tricorn vs uvicorn vs granian (and hypercorn for HTTP/2).
+"""Benchmark harness: tricorn vs uvicorn vs granian (and hypercorn for HTTP/2 and HTTP/3).
 
 Usage (from the repo root; `make bench` runs the first line):
 
@@ -35,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 MAIN_VENV = ROOT / ".venv"
 PEERS_VENV = BENCH / ".venv-peers"
-PEER_PACKAGES = ["uvicorn[standard]", "granian", "fastapi", "hypercorn"]
+PEER_PACKAGES = ["uvicorn[standard]", "granian", "fastapi", "hypercorn[h3]"]  # [h3]: aioquic
 VERSION_PACKAGES = [
     "tricorn",
     "uvicorn",
@@ -47,6 +47,9 @@ VERSION_PACKAGES = [
     "fastapi",
     "starlette",
     "pydantic",
+    "aioquic",
+    "niquests",
+    "qh3",
 ]
 
 SERVER_CPU = "0"  # server process and all its threads
@@ -57,12 +60,18 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
+# oha (HTTP/2 and HTTP/3 scenarios with one tool): built with HTTP/3 support, see bench/README.md;
+# $OHA, else on PATH, else /work/tools/oha/bin/oha
+OHA = os.environ.get("OHA") or shutil.which("oha") or "/work/tools/oha/bin/oha"
 CURL = shutil.which("curl")  # check request of the HTTP/2 scenarios (http.client is HTTP/1.1 only)
 TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
 # ws-echo: bench/ws_load.py (raw-socket WebSocket ping-pong client) under the tricorn venv's
 # Python (uvloop is installed there)
 WS_LOAD = BENCH / "ws_load.py"
 WS_CLIENT_PY = MAIN_VENV / "bin" / "python"
+# h3-hello-niquests: bench/h3_load.py (niquests forced to HTTP/3) under the tricorn venv's Python
+H3_LOAD = BENCH / "h3_load.py"
+OHA_TAIL = 120  # seconds oha may take to exit after its deadline (QUIC idle timeout is ~30 s)
 
 ECHO_BODY = b"a" * 1024
 
@@ -70,6 +79,7 @@ ECHO_BODY = b"a" * 1024
 CERTS_DIR = BENCH / ".certs"
 CERT_FILE = CERTS_DIR / "server.pem"
 KEY_FILE = CERTS_DIR / "server.key"
+CA_FILE = CERTS_DIR / "ca.pem"
 MAKE_CERTS = ROOT / "certs" / "make-dev-certs.sh"
 HYPERCORN_WORKER = "uvloop"  # hypercorn -k: uvloop (installed with uvicorn[standard]) works
 HYPERCORN_TOML = BENCH / "hypercorn.toml"
@@ -95,7 +105,12 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 
 H1_SERVERS = ("tricorn", "uvicorn", "granian")  # the wrk scenarios
 H2_SERVERS = ("tricorn", "granian", "hypercorn")  # uvicorn has no HTTP/2
+H3_SERVERS = ("tricorn", "hypercorn")  # uvicorn and granian have no HTTP/3
 H2_PROTOS = ("h2c", "h2")
+TLS_PROTOS = ("h2", "h3")
+# file-50k / file-10m: files written into a temporary directory at start (random bytes), passed
+# to every server as $BENCH_FILES_DIR and served by bench.apps:files (Starlette FileResponse)
+FILE_SIZES = {"50k": 50 * 1000, "10m": 10 * 1000 * 1000}
 
 
 @dataclass
@@ -109,9 +124,12 @@ class Scenario:
     close: bool = False  # Connection: close (new connection per request)
     track_rss: bool = False  # show RSS before/after in the table
     # h1: wrk; h2c: h2load, cleartext HTTP/2 by prior knowledge; h2: h2load over TLS (ALPN h2);
-    # ws: WebSocket over HTTP/1.1, bench/ws_load.py
+    # h3: HTTP/3 over QUIC; ws: WebSocket over HTTP/1.1, bench/ws_load.py
     proto: str = "h1"
     servers: tuple[str, ...] = H1_SERVERS  # who takes part
+    # h2 / h3 load generator: "" = h2load (h2c, h2), "oha" or "niquests" (bench/h3_load.py)
+    client: str = ""
+    file_bytes: int = 0  # file scenarios: size of the file served (MB/s column)
 
 
 SCENARIOS = [
@@ -141,6 +159,44 @@ SCENARIOS = [
         servers=H2_SERVERS,
     ),
     Scenario(
+        "h2-tls-hello-oha",
+        "Hello world over HTTP/2 + TLS (ALPN h2), oha (the tool of h3-hello)",
+        "bench.apps:hello",
+        proto="h2",
+        servers=H2_SERVERS,
+        client="oha",
+    ),
+    Scenario(
+        "h3-hello",
+        "Hello world over HTTP/3 (QUIC), oha",
+        "bench.apps:hello",
+        proto="h3",
+        servers=H3_SERVERS,
+        client="oha",
+    ),
+    Scenario(
+        "h3-hello-niquests",
+        "Hello world over HTTP/3 (QUIC), niquests (bench/h3_load.py)",
+        "bench.apps:hello",
+        proto="h3",
+        servers=H3_SERVERS,
+        client="niquests",
+    ),
+    Scenario(
+        "file-50k",
+        "50 KB file, Starlette FileResponse (pathsend where the server offers it)",
+        "bench.apps:files",
+        path="/50k",
+        file_bytes=FILE_SIZES["50k"],
+    ),
+    Scenario(
+        "file-10m",
+        "10 MB file, Starlette FileResponse (pathsend where the server offers it)",
+        "bench.apps:files",
+        path="/10m",
+        file_bytes=FILE_SIZES["10m"],
+    ),
+    Scenario(
         "ws-echo",
         "WebSocket echo, 32-byte text messages ping-pong (plain ASGI), bench/ws_load.py",
         "bench.apps:ws_echo",
@@ -157,10 +213,11 @@ def server_python(server: str) -> Path:
 
 
 def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[str]:
-    """proto: h1 (the wrk scenarios), h2c (HTTP/2 cleartext), h2 (HTTP/2 over TLS) or ws
-    (WebSocket: permessage-deflate off where there is a flag, see WS_FLAGS)."""
+    """proto: h1 (the wrk scenarios), h2c (HTTP/2 cleartext), h2 (HTTP/2 over TLS), h3 (HTTP/3:
+    TLS + QUIC on the same port number) or ws (WebSocket: permessage-deflate off where there is a
+    flag, see WS_FLAGS)."""
     py = str(server_python(server))
-    tls = proto == "h2"
+    tls = proto in TLS_PROTOS
     ws = WS_FLAGS.get(server, []) if proto == "ws" else []
     if server == "tricorn":
         # HTTP/2 is on by default (--http auto: HTTP/1.1 + h2c prior knowledge, h2 via ALPN)
@@ -179,19 +236,22 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
                 "uvloop",
             ]
             + (["--ssl-certfile", str(CERT_FILE), "--ssl-keyfile", str(KEY_FILE)] if tls else [])
+            + (["--http3"] if proto == "h3" else [])
             + ws
         )
     if server == "hypercorn":
         # no access log unless --access-logfile is given; -w 1 = supervisor + one worker process
+        # HTTP/3: --quic-bind (UDP, aioquic) next to the TCP bind
         cmd = [py, "-m", "hypercorn", app, "-c", str(HYPERCORN_TOML), "-b", f"{HOST}:{port}"]
         return (
             cmd
+            + (["--quic-bind", f"{HOST}:{port}"] if proto == "h3" else [])
             + ["-k", HYPERCORN_WORKER, "-w", "1"]
             + (["--certfile", str(CERT_FILE), "--keyfile", str(KEY_FILE)] if tls else [])
         )
     if server == "uvicorn":
-        if proto in H2_PROTOS:
-            raise ValueError("uvicorn has no HTTP/2")
+        if proto in H2_PROTOS or proto == "h3":
+            raise ValueError("uvicorn has no HTTP/2 or HTTP/3")
         return [
             py,
             "-m",
@@ -210,6 +270,8 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
             "1",
         ] + ws
     if server == "granian":
+        if proto == "h3":
+            raise ValueError("granian has no HTTP/3")
         return (
             [
                 py,
@@ -236,8 +298,8 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
     raise ValueError(server)
 
 
-# WebSocket compression: tricorn does not implement permessage-deflate yet, so it is off for
-# every server (the client offers no extensions either); granian has no such option.
+# WebSocket compression is off for every server, as in granian, which has none (the client
+# offers no extensions either).
 WS_FLAGS = {
     "tricorn": ["--ws-per-message-deflate", "false"],
     "uvicorn": ["--ws-per-message-deflate", "false"],
@@ -289,6 +351,59 @@ def h2load_command(sc: Scenario, port: int, duration: int, warmup: int, connecti
         str(duration),
         f"--warm-up-time={warmup}",
         f"{scheme}://{HOST}:{port}{sc.path}",
+    ]
+
+
+def oha_command(sc: Scenario, port: int, duration: int, connections: int, streams: int) -> list[str]:
+    """oha over TLS, HTTP/2 (ALPN h2) or HTTP/3, no certificate check (like h2load): -c connections
+    x -p concurrent streams each, -z timed run, JSON output.  -w: at the deadline the requests in
+    flight are waited for instead of reset (over HTTP/3 oha resets them otherwise, and a stream
+    reset while the app answers takes down hypercorn's whole QUIC listener, see bench/README.md).
+    One tokio thread, like wrk -t1."""
+    return [
+        OHA,
+        "--http-version",
+        "3" if sc.proto == "h3" else "2",
+        "--insecure",
+        "--no-tui",
+        "--worker-threads",
+        "1",
+        "-c",
+        str(connections),
+        "-p",
+        str(streams),
+        "-z",
+        f"{duration}s",
+        "-w",
+        "--output-format",
+        "json",
+        f"https://{HOST}:{port}{sc.path}",
+    ]
+
+
+def h3_load_command(sc: Scenario, port: int, duration: int, warmup: int, mode: str, procs: int, inflight: int):
+    """bench/h3_load.py: niquests forced to HTTP/3; warms up itself and prints measure markers."""
+    return [
+        str(WS_CLIENT_PY),
+        str(H3_LOAD),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--path",
+        sc.path,
+        "--cafile",
+        str(CA_FILE),
+        "--mode",
+        mode,
+        "--procs",
+        str(procs),
+        "--inflight",
+        str(inflight),
+        "--warmup",
+        str(warmup),
+        "--duration",
+        str(duration),
     ]
 
 
@@ -462,7 +577,7 @@ def check_response(sc: Scenario, port: int, retry_for: float = 15.0) -> str | No
     supervisor that listens before its worker is ready); None if the answer is right."""
     deadline = time.monotonic() + retry_for
     while True:
-        check = {"h1": _check_once, "ws": _check_once_ws}.get(sc.proto, _check_once_h2)
+        check = {"h1": _check_once, "ws": _check_once_ws, "h3": _check_once_h3}.get(sc.proto, _check_once_h2)
         err = check(sc, port)
         if err is None or not err.startswith("check request failed") or time.monotonic() > deadline:
             return err
@@ -495,7 +610,26 @@ def _check_once(sc: Scenario, port: int) -> str | None:
         return f"check request: unexpected body {body[:200]!r}"
     if sc.app.endswith(":stream") and len(body) != 16 * 64 * 1024:
         return f"check request: streamed {len(body)} bytes, expected 1 MiB"
+    if sc.file_bytes and (FILES_DIR is None or body != (FILES_DIR / sc.path.lstrip("/")).read_bytes()):
+        return f"check request: {len(body)} bytes back, not the {sc.file_bytes}-byte file"
     return None
+
+
+def _check_once_h3(sc: Scenario, port: int) -> str | None:
+    """HTTP/3 check request: niquests forced to HTTP/3 (h3_load.py --check): status, HTTP/3, body."""
+    cmd = [str(WS_CLIENT_PY), str(H3_LOAD), "--host", HOST, "--port", str(port), "--path", sc.path]
+    cmd += ["--cafile", str(CA_FILE), "--check", "--timeout", "5"]
+    if sc.app.endswith(":hello"):
+        cmd += ["--expect", "Hello, world!"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "check request failed: h3_load.py --check timed out"
+    if r.returncode == 0:
+        return None
+    out = (r.stdout + r.stderr).strip()[-300:]
+    # no answer yet is retried by check_response (server still coming up), a wrong answer is not
+    return f"check request failed: {out}" if "check failed" in out else f"check request: {out}"
 
 
 def _check_once_h2(sc: Scenario, port: int) -> str | None:
@@ -549,6 +683,19 @@ class ServerFailed(Exception):
     pass
 
 
+FILES_DIR: Path | None = None  # set by main() when a file scenario runs
+
+
+def make_files() -> Path:
+    """A temporary directory with one file of random bytes per FILE_SIZES entry (removed by main())."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="tricorn-bench-files-"))
+    for name, size in FILE_SIZES.items():
+        (d / name).write_bytes(os.urandom(size))
+    return d
+
+
 def start_server(
     server: str, sc: Scenario, port: int, logfile: Path, timeout: float
 ) -> tuple[subprocess.Popen, list[str]]:
@@ -559,6 +706,8 @@ def start_server(
     env["PYTHONPATH"] = str(ROOT)  # so every server imports the same bench.apps
     env.pop("PYTHONSTARTUP", None)
     env["PYTHONUNBUFFERED"] = "1"
+    if FILES_DIR is not None:
+        env["BENCH_FILES_DIR"] = str(FILES_DIR)
     out = open(logfile, "wb")
     try:
         proc = subprocess.Popen(
@@ -783,19 +932,46 @@ def measure_h2(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> di
 
 
 # ---------------------------------------------------------------------------
-# ws_load.py (WebSocket)
+# clients that mark their measured window: ws_load.py (WebSocket), h3_load.py (niquests)
 # ---------------------------------------------------------------------------
 
-_WS_MAIN_START = "# measure start"
-_WS_MAIN_END = "# measure end"
+_MARK_START = "# measure start"
+_MARK_END = "# measure end"
 
 
-def measure_ws(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
-    """One ws_load.py run (own warm-up, then the measured window); like measure_h2, the
-    server's CPU, CPU 0/1 busy time and the client's CPU are sampled when the client
-    prints that the measured window starts and ends.  Messages are stored under the
-    request keys (`rps` = messages/s, `requests` = messages, `cpu_us_per_req` = CPU µs
-    per message) so --repeat and the ratios work unchanged."""
+def _sample(pids: list[int], lg_pid: int) -> dict:
+    """Server CPU (process tree), load generator CPU, CPU 0/1 busy time, now."""
+    return {
+        "t": time.monotonic(),
+        "cpu": cpu_seconds(pids),
+        "lg": cpu_seconds(process_tree(lg_pid)),
+        "busy": cpu_busy_seconds(SERVER_CPU),
+        "lbusy": cpu_busy_seconds(LOADGEN_CPU),
+    }
+
+
+def _window(m: dict, sc: Scenario, s0: dict, s1: dict, lg_key: str, lg_cpu: float | None = None) -> None:
+    """Fill the CPU figures of one measured window [s0, s1] into m (m["requests"] must be set).
+    lg_cpu: the load generator's CPU seconds if not from the samples (several processes)."""
+    wall = s1["t"] - s0["t"]
+    cpu = s1["cpu"] - s0["cpu"]
+    lg = s1["lg"] - s0["lg"] if lg_cpu is None else lg_cpu
+    m["wall_s"] = round(wall, 3)
+    m["cpu_s"] = round(cpu, 3)
+    m["cpu_util"] = round(cpu / wall, 3) if wall else None
+    if sc.pinned and s0["busy"] is not None and s1["busy"] is not None and wall:
+        m["other_load_on_server_cpu"] = round(max(0.0, (s1["busy"] - s0["busy"]) - cpu) / wall, 3)
+    m[lg_key] = round(lg / wall, 3) if wall else None
+    if sc.pinned and s0["lbusy"] is not None and s1["lbusy"] is not None and wall:
+        m["other_load_on_loadgen_cpu"] = round(max(0.0, (s1["lbusy"] - s0["lbusy"]) - lg) / wall, 3)
+    m["cpu_us_per_req"] = round(cpu * 1e6 / m["requests"], 2) if m.get("requests") else None
+
+
+def _run_marked(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args, name: str) -> dict:
+    """Run a client that warms up itself, prints _MARK_START / _MARK_END around its measured
+    window and one JSON result line at the end; the server's CPU, CPU 0/1 busy time and the
+    client's CPU (its whole process tree) are sampled on the markers.  Returns m with the
+    client's output under `<name>_output`, its JSON under "res" and the samples, or "error"."""
     tree = process_tree(proc.pid)
     rss_before, _ = rss_kb(tree)
     full = ([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd
@@ -811,37 +987,30 @@ def measure_ws(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> di
 
     timer = threading.Timer(args.warmup + args.duration + 60, _kill)
     timer.start()
-
-    def sample(pids: list[int]) -> dict:  # taskset execs python: lg.pid is the client itself
-        return {
-            "t": time.monotonic(),
-            "cpu": cpu_seconds(pids),
-            "lg": cpu_seconds([lg.pid]),
-            "busy": cpu_busy_seconds(SERVER_CPU),
-            "lbusy": cpu_busy_seconds(LOADGEN_CPU),
-        }
-
     lines: list[str] = []
     s0 = s1 = None
     tree_after = tree
     try:
         for line in lg.stdout:
-            if s0 is None and line.startswith(_WS_MAIN_START):
-                s0 = sample(tree)
-            elif s0 is not None and s1 is None and line.startswith(_WS_MAIN_END):
+            if s0 is None and line.startswith(_MARK_START):
+                s0 = _sample(tree, lg.pid)  # taskset execs python: lg.pid is the client itself
+            elif s0 is not None and s1 is None and line.startswith(_MARK_END):
+                # processes that appeared meanwhile started with 0 CPU (see measure())
                 tree_after = process_tree(proc.pid)
-                s1 = sample(sorted(set(tree) | set(tree_after)))
+                s1 = _sample(sorted(set(tree) | set(tree_after)), lg.pid)
             lines.append(line)
         rc = lg.wait()
     finally:
         timer.cancel()
+    # (on KeyboardInterrupt the client stays in _LIVE and cleanup_all() stops it)
     if lg in _LIVE:
         _LIVE.remove(lg)
     out = "".join(lines)
     rss_after, hwm_after = rss_kb(process_tree(proc.pid) or tree_after)
-    m: dict = {"ws_load_output": out}
+    m: dict = {f"{name}_output": out, "s0": s0, "s1": s1}
+    m.update(rss_before_kb=rss_before, rss_after_kb=rss_after, rss_hwm_after_kb=hwm_after)
     if timed_out.is_set():
-        m["error"] = "ws_load.py timed out"
+        m["error"] = f"{name}.py timed out"
         return m
     if proc.poll() is not None:
         m["error"] = f"server died during the run (rc={proc.returncode})"
@@ -850,34 +1019,123 @@ def measure_ws(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> di
         res = json.loads(lines[-1]) if lines else {}
     except ValueError:
         res = {}
-    if rc != 0 or not res or res.get("error"):
-        m["error"] = f"ws_load.py failed (rc={rc}): {out.strip()[-500:]}"
+    if not res or res.get("error") or (rc != 0 and not res.get("errors")):
+        m["error"] = f"{name}.py failed (rc={rc}): {out.strip()[-500:]}"
         return m
     if s0 is None or s1 is None:
-        m["error"] = f"ws_load.py never printed {_WS_MAIN_START!r} / {_WS_MAIN_END!r}"
+        m["error"] = f"{name}.py never printed {_MARK_START!r} / {_MARK_END!r}"
+        return m
+    m["res"] = res
+    return m
+
+
+def measure_ws(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
+    """One ws_load.py run.  Messages are stored under the request keys (`rps` = messages/s,
+    `requests` = messages, `cpu_us_per_req` = CPU µs per message) so --repeat and the ratios
+    work unchanged."""
+    m = _run_marked(proc, sc, cmd, args, "ws_load")
+    s0, s1, res = m.pop("s0"), m.pop("s1"), m.pop("res", None)
+    if m.get("error"):
+        return m
+    if res.get("errors"):
+        m["error"] = f"ws_load.py: {res['errors']} errors: {res.get('first_errors')}"
         return m
     m["ws_load"] = res
     for k in ("mean_ms", "p50_ms", "p99_ms", "max_ms", "latency_samples", "impl", "loop"):
         m[k] = res.get(k)
     m["rps"] = res["msgs_per_s"]
     m["requests"] = res["messages"]
-    wall = s1["t"] - s0["t"]
-    cpu = s1["cpu"] - s0["cpu"]
-    lg_cpu = s1["lg"] - s0["lg"]
-    m["wall_s"] = round(wall, 3)
-    m["cpu_s"] = round(cpu, 3)
-    m["cpu_util"] = round(cpu / wall, 3) if wall else None
-    if sc.pinned and s0["busy"] is not None and s1["busy"] is not None and wall:
-        m["other_load_on_server_cpu"] = round(max(0.0, (s1["busy"] - s0["busy"]) - cpu) / wall, 3)
-    m["ws_load_cpu_util"] = round(lg_cpu / wall, 3) if wall else None
-    if sc.pinned and s0["lbusy"] is not None and s1["lbusy"] is not None and wall:
-        m["other_load_on_loadgen_cpu"] = round(max(0.0, (s1["lbusy"] - s0["lbusy"]) - lg_cpu) / wall, 3)
-    m["cpu_us_per_req"] = round(cpu * 1e6 / m["requests"], 2) if m["requests"] else None
-    m["rss_before_kb"] = rss_before
-    m["rss_after_kb"] = rss_after
-    m["rss_hwm_after_kb"] = hwm_after
+    _window(m, sc, s0, s1, "ws_load_cpu_util")
     if not m["requests"]:
         m["error"] = "ws_load.py: no messages echoed in the measured window"
+    return m
+
+
+def measure_niquests(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
+    """One h3_load.py run (niquests over HTTP/3): requests answered 200 over HTTP/3 inside the
+    measured window.  Errors (exceptions, wrong status or version) do not fail the row: they
+    are counted and shown in the notes, as they are part of what the client sees."""
+    m = _run_marked(proc, sc, cmd, args, "h3_load")
+    s0, s1, res = m.pop("s0"), m.pop("s1"), m.pop("res", None)
+    if m.get("error"):
+        return m
+    m["h3_load"] = res
+    for k in ("mean_ms", "p50_ms", "p99_ms", "max_ms", "latency_samples", "errors", "first_errors"):
+        m[k] = res.get(k)
+    m["rps"] = res["rps"]
+    m["requests"] = res["requests"]
+    # client CPU: h3_load.py sums its worker processes' own rusage over the window
+    _window(m, sc, s0, s1, "h3_load_cpu_util", lg_cpu=res["client_cpu_util"] * (s1["t"] - s0["t"]))
+    if not m["requests"]:
+        m["error"] = f"h3_load.py: no request answered in the measured window; errors: {res.get('first_errors')}"
+    return m
+
+
+# ---------------------------------------------------------------------------
+# oha (HTTP/2 and HTTP/3 with the same tool)
+# ---------------------------------------------------------------------------
+
+
+def parse_oha(out: str) -> dict:
+    """oha --output-format json: 2xx answers, errors by kind, latency percentiles (ms)."""
+    d = json.loads(out)
+    codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    lat = (d.get("metrics") or {}).get("latency_ms") or {}
+    return {
+        "succeeded": sum(v for k, v in codes.items() if 200 <= k < 300),
+        "non_2xx": sum(v for k, v in codes.items() if not 200 <= k < 300),
+        "oha_errors": d.get("errorDistribution") or {},
+        "oha_total_s": d["summary"]["total"],
+        "oha_rps": d["summary"]["requestsPerSec"],
+        "mean_ms": lat.get("mean"),
+        "p50_ms": lat.get("p50"),
+        "p99_ms": lat.get("p99"),
+        "max_ms": lat.get("max"),
+    }
+
+
+def measure_oha(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
+    """One oha run (-z duration -w).  The server's CPU, CPU 0/1 busy time and oha's CPU are
+    sampled when oha starts and at its deadline: oha exits only when its QUIC connections are
+    closed, and against a server that does not close them after the client's GOAWAY
+    (hypercorn/aioquic) that is the idle timeout, ~30 s later.  So req/s = 2xx answers /
+    duration, not oha's own requestsPerSec (answers / total time including that wait).  The
+    requests in flight at the deadline (at most -c x -p) are waited for and counted."""
+    tree = process_tree(proc.pid)
+    rss_before, _ = rss_kb(tree)
+    full = ([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd
+    lg = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _LIVE.append(lg)
+    s0 = _sample(tree, lg.pid)  # taskset execs oha: lg.pid is oha itself
+    time.sleep(max(0.0, s0["t"] + args.duration - time.monotonic()))
+    tree_after = process_tree(proc.pid)
+    s1 = _sample(sorted(set(tree) | set(tree_after)), lg.pid)
+    try:
+        out, err = lg.communicate(timeout=OHA_TAIL)
+    except subprocess.TimeoutExpired:
+        stop_process(lg, grace=1.0)
+        return {"error": f"oha did not exit {OHA_TAIL} s after its deadline"}
+    # (on KeyboardInterrupt oha stays in _LIVE and cleanup_all() stops it)
+    _LIVE.remove(lg)
+    m: dict = {"oha_output": out, "oha_stderr": err[-2000:], "oha_exit_s": round(time.monotonic() - s0["t"], 1)}
+    rss_after, hwm_after = rss_kb(process_tree(proc.pid) or tree_after)
+    m.update(rss_before_kb=rss_before, rss_after_kb=rss_after, rss_hwm_after_kb=hwm_after)
+    if lg.returncode != 0:
+        m["error"] = f"oha failed (rc={lg.returncode}): {(out + err).strip()[-500:]}"
+        return m
+    if proc.poll() is not None:
+        m["error"] = f"server died during the run (rc={proc.returncode})"
+        return m
+    try:
+        m.update(parse_oha(out))
+    except (ValueError, KeyError) as e:
+        m["error"] = f"could not parse oha output ({e!r}): {out.strip()[-500:]}"
+        return m
+    m["requests"] = m["succeeded"]
+    m["rps"] = round(m["succeeded"] / args.duration, 1)
+    _window(m, sc, s0, s1, "oha_cpu_util")
+    if not m["requests"]:
+        m["error"] = f"oha: no 2xx answer; errors {m['oha_errors']}"
     return m
 
 
@@ -933,6 +1191,38 @@ def measure(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
     return m
 
 
+def load_kind(sc: Scenario) -> str:
+    """The load generator of a scenario: wrk, h2load, oha, niquests (h3_load.py) or ws (ws_load.py)."""
+    if sc.proto == "ws":
+        return "ws"
+    if sc.client:
+        return sc.client
+    return "h2load" if sc.proto in H2_PROTOS else "wrk"
+
+
+# per load generator: its name in notes, its CPU key, the latency columns kept per attempt
+LG_NAME = {"wrk": "wrk", "h2load": "h2load", "oha": "oha", "niquests": "h3_load.py", "ws": "ws_load.py"}
+LG_UTIL = {
+    "wrk": "wrk_cpu_util",
+    "h2load": "h2load_cpu_util",
+    "oha": "oha_cpu_util",
+    "niquests": "h3_load_cpu_util",
+    "ws": "ws_load_cpu_util",
+}
+LG_LATENCY = {
+    "wrk": ("p50_ms", "p99_ms"),
+    "h2load": ("mean_ms", "max_ms"),
+    "oha": ("p50_ms", "p99_ms"),
+    "niquests": ("mean_ms", "p99_ms"),
+    "ws": ("mean_ms", "p99_ms"),
+}
+
+
+def median_attempt(attempts: list[dict]) -> dict:
+    """The attempt with the median req/s (the lower one of the middle two for an even count)."""
+    return sorted(attempts, key=lambda a: a["rps"])[(len(attempts) - 1) // 2]
+
+
 def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
     port = free_port()
     logfile = logdir / f"{sc.name}-{server}.log"
@@ -959,34 +1249,58 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         if sc.pinned:
             rec["affinity_start"] = verify_affinity(tree, SERVER_CPU)
 
-        h2 = sc.proto in H2_PROTOS
-        ws = sc.proto == "ws"
-        if not (h2 or ws):
-            # warm-up (not recorded); h2load (--warm-up-time) and ws_load.py warm up themselves
+        kind = load_kind(sc)
+        h2 = kind == "h2load"
+        ws = kind == "ws"
+        # warm-up (not recorded); h2load (--warm-up-time), ws_load.py and h3_load.py warm up themselves
+        if kind == "wrk":
             wcmd = wrk_command(sc, port, args.warmup, args.connections, args.threads, False)
             rc, out = run_wrk(wcmd, sc.pinned, args.warmup)
             if rc != 0:
                 rec["error"] = f"wrk warm-up failed (rc={rc}): {out.strip()[-500:]}"
                 log(rec["error"])
                 return rec
-            if proc.poll() is not None:
-                rec["error"] = f"server died during warm-up (rc={proc.returncode})\n{tail(logfile)}"
+        elif kind == "oha":
+            wcmd = oha_command(sc, port, args.warmup, args.h2_connections, args.h2_streams)
+            wcmd = ([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + wcmd
+            try:
+                r = subprocess.run(wcmd, capture_output=True, text=True, timeout=args.warmup + OHA_TAIL)
+            except subprocess.TimeoutExpired:
+                r = None
+            if r is None or r.returncode != 0:
+                rec["error"] = "oha warm-up failed: " + ("timed out" if r is None else (r.stdout + r.stderr)[-500:])
                 log(rec["error"])
                 return rec
+        if proc.poll() is not None:
+            rec["error"] = f"server died during warm-up (rc={proc.returncode})\n{tail(logfile)}"
+            log(rec["error"])
+            return rec
 
-        # measured run(s): --repeat N keeps the one with the highest req/s
+        # measured run(s): --repeat N keeps the one with the median req/s
         if h2:
             cmd = h2load_command(sc, port, args.duration, args.warmup, args.h2_connections, args.h2_streams)
-            rec["h2load_cmd"] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
         elif ws:
             cmd = ws_load_command(port, args.duration, args.warmup, args.ws_connections)
-            rec["ws_load_cmd"] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
+        elif kind == "oha":
+            cmd = oha_command(sc, port, args.duration, args.h2_connections, args.h2_streams)
+        elif kind == "niquests":
+            cmd = h3_load_command(
+                sc, port, args.duration, args.warmup, args.h3_client_mode, args.h3_client_procs, args.h3_client_inflight
+            )
         else:
             cmd = wrk_command(sc, port, args.duration, args.connections, args.threads, True)
-            rec["wrk_cmd"] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
+        cmd_key = {"wrk": "wrk_cmd", "h2load": "h2load_cmd", "oha": "oha_cmd", "niquests": "h3_load_cmd"}
+        rec[cmd_key.get(kind, "ws_load_cmd")] = shlex.join(([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + cmd)
+        measure_fn = {
+            "wrk": measure,
+            "h2load": measure_h2,
+            "ws": measure_ws,
+            "oha": measure_oha,
+            "niquests": measure_niquests,
+        }[kind]
         attempts = []
         for i in range(args.repeat):
-            m = (measure_h2 if h2 else measure_ws if ws else measure)(proc, sc, cmd, args)
+            m = measure_fn(proc, sc, cmd, args)
             if m.get("error"):
                 rec.update(m)
                 rec["error"] = m["error"] + ("" if proc.poll() is None else f"\nserver log tail:\n{tail(logfile)}")
@@ -995,19 +1309,20 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
             attempts.append(m)
             if args.repeat > 1:
                 log(f"  attempt {i + 1}/{args.repeat}: {m['rps']:.0f} req/s, {m['cpu_us_per_req']} us/req")
-        best = max(attempts, key=lambda a: a["rps"])
-        rec.update(best)
+        rec.update(median_attempt(attempts))
+        rec["aggregate"] = "median" if args.repeat > 1 else "single"
         if args.repeat > 1:
             rec["attempts"] = [
                 {
                     k: a.get(k)
                     for k in (
                         "rps",
-                        *(("mean_ms", "max_ms") if h2 else ("mean_ms", "p99_ms") if ws else ("p50_ms", "p99_ms")),
+                        *LG_LATENCY[kind],
                         "cpu_us_per_req",
                         "other_load_on_server_cpu",
-                        "h2load_cpu_util" if h2 else "ws_load_cpu_util" if ws else "wrk_cpu_util",
+                        LG_UTIL[kind],
                         "other_load_on_loadgen_cpu",
+                        *(("oha_errors",) if kind == "oha" else ("errors",) if kind == "niquests" else ()),
                     )
                 }
                 for a in attempts
@@ -1016,16 +1331,21 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
             rec["affinity_end"] = verify_affinity(process_tree(proc.pid), SERVER_CPU)
         errs = rec.get("socket_errors") or {}
         warnings = []
-        # h2load: failed requests fail the row; ws_load.py: any error does
-        if not (h2 or ws) and (rec["non_2xx"] or any(errs.values())):
+        # h2load: failed requests fail the row; ws_load.py: any error does; wrk, oha and
+        # h3_load.py: errors are shown in the notes (what the client saw)
+        if kind == "wrk" and (rec["non_2xx"] or any(errs.values())):
             warnings.append(f"non-2xx={rec['non_2xx']} socket errors={errs}")
-        lg_name, lg_util = (
-            ("h2load", rec.get("h2load_cpu_util"))
-            if h2
-            else ("ws_load.py", rec.get("ws_load_cpu_util"))
-            if ws
-            else ("wrk", rec.get("wrk_cpu_util"))
-        )
+        if kind == "oha":
+            # at the deadline every connection's in-flight requests end; anything else is a problem
+            oha_errs = {k: v for k, v in rec["oha_errors"].items() if k != "aborted due to deadline"}
+            if rec["non_2xx"] or oha_errs:
+                warnings.append(
+                    f"oha errors (median run): {oha_errs or 'none'}, non-2xx {rec['non_2xx']}; "
+                    f"oha exited {rec['oha_exit_s']:.0f} s after start"
+                )
+        if kind == "niquests" and rec.get("errors"):
+            warnings.append(f"{rec['errors']} errors, e.g. {(rec.get('first_errors') or [''])[0][:100]}")
+        lg_name, lg_util = LG_NAME[kind], rec.get(LG_UTIL[kind])
         if (rec.get("other_load_on_server_cpu") or 0) > 0.1:
             warnings.append(f"other load on CPU {SERVER_CPU}: {rec['other_load_on_server_cpu']:.2f} of a core")
         if (rec.get("other_load_on_loadgen_cpu") or 0) > 0.1:
@@ -1046,6 +1366,13 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
             )
         if h2:
             lat = f"mean {rec['mean_ms']:.2f} ms max {rec['max_ms']:.2f} ms"
+        elif kind == "niquests":
+            lat = f"mean {rec['mean_ms']:.3f} ms p99 {rec['p99_ms']:.3f} ms client cpu {rec[LG_UTIL[kind]]:.2f}"
+        elif kind == "oha":
+            lat = (
+                f"p50 {_num(rec['p50_ms'], '.2f')} ms p99 {_num(rec['p99_ms'], '.2f')} ms "
+                f"oha cpu {rec[LG_UTIL[kind]]:.2f}"
+            )
         elif ws:
             lat = f"mean {rec['mean_ms']:.3f} ms p99 {rec['p99_ms']:.3f} ms client cpu {rec['ws_load_cpu_util']:.2f}"
         else:
@@ -1081,7 +1408,7 @@ def ensure_peers_venv() -> None:
         r = sh([shutil.which("python3") or sys.executable, "-m", "venv", str(PEERS_VENV)])
         if r.returncode != 0:
             raise SystemExit(f"venv creation failed:\n{r.stderr}")
-    r = sh([str(py), "-c", "import uvicorn, httptools, uvloop, granian, fastapi, hypercorn"])
+    r = sh([str(py), "-c", "import uvicorn, httptools, uvloop, granian, fastapi, hypercorn, aioquic"])
     if r.returncode != 0:
         log(f"installing {' '.join(PEER_PACKAGES)} into {PEERS_VENV}")
         r = sh([str(py), "-m", "pip", "install", "-q"] + PEER_PACKAGES, timeout=1800)
@@ -1164,10 +1491,10 @@ def machine_info() -> dict:
     except Exception:  # noqa: BLE001
         pass
     try:
-        with open("/proc/loadavg") as f:
-            info["loadavg_at_start"] = " ".join(f.read().split()[:3])
-    except OSError:
+        info["oha"] = sh([OHA, "--version"], timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
         pass
+    info["loadavg_at_start"] = _loadavg()
     r = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], timeout=10)
     info["tricorn_git"] = r.stdout.strip() if r.returncode == 0 else "(no commit)"
     return info
@@ -1188,6 +1515,83 @@ def _num(v, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def _measured_lines(sc: Scenario, rows: list[dict]) -> list[str]:
+    """When / on which tricorn commit / at which load the rows of one scenario were measured."""
+    groups: dict[tuple, list[tuple[str, str]]] = {}
+    for r in rows:
+        ms = r.get("measured") or {}
+        # one line per harness invocation (`run` = when it started)
+        run = ms.get("run") or ms.get("date", "?")
+        key = (run, ms.get("tricorn_git", "?"), ms.get("repeat", 1), ms.get("aggregate"))
+        groups.setdefault(key, []).append((r["server"], (ms.get("loadavg") or "?").split()[0]))
+    out = []
+    for (date, git, repeat, agg), cells in groups.items():
+        how = f"{agg} of {repeat} runs" if repeat > 1 else "one run"
+        out.append(
+            f"Measured in the run started {date[:16].replace('T', ' ')} (tricorn {git}, {how}): "
+            + ", ".join(f"{server} (1-min load average at start {load})" for server, load in cells)
+            + ".\n"
+        )
+    return out
+
+
+def _bars(by: dict) -> list[str]:
+    """The issue bars that the results can answer (only those whose rows exist)."""
+
+    def ok(scn: str, server: str) -> dict | None:
+        r = by.get((scn, server))
+        return r if r and r["ok"] else None
+
+    rows = []
+    h3, h2 = ok("h3-hello", "tricorn"), ok("h2-tls-hello-oha", "tricorn")
+    if h3 and h2:
+        x = h3["rps"] / h2["rps"]
+        for bar, issue in ((0.5, "issue 4"), (0.6, "issue 9")):
+            rows.append(
+                f"| HTTP/3 ≥ {bar}× tricorn's own HTTP/2 over TLS, same tool (oha) ({issue}) | "
+                f"h3-hello {h3['rps']:,.0f} / h2-tls-hello-oha {h2['rps']:,.0f} req/s | {x:.2f}× | "
+                f"{'met' if x >= bar else 'NOT met'} |"
+            )
+    hyper = [(r["rps"], scn) for scn in ("h3-hello", "h3-hello-niquests") if (r := ok(scn, "hypercorn"))]
+    if h3 and hyper:
+        best, scn = max(hyper)
+        client = "oha" if scn == "h3-hello" else "niquests"
+        x = h3["rps"] / best
+        rows.append(
+            f"| HTTP/3 ≥ 20× hypercorn with the client that drives it best | tricorn h3-hello (oha) "
+            f"{h3['rps']:,.0f} / hypercorn {scn} ({client}) {best:,.0f} req/s | {x:.1f}× | "
+            f"{'met' if x >= 20 else 'NOT met'} |"
+        )
+        tn, hn = ok("h3-hello-niquests", "tricorn"), ok("h3-hello-niquests", "hypercorn")
+        if tn and hn:
+            x = tn["rps"] / hn["rps"]
+            rows.append(
+                f"| (for information: both with niquests, whose own CPU limits the tricorn row) | tricorn "
+                f"{tn['rps']:,.0f} / hypercorn {hn['rps']:,.0f} req/s (client CPU "
+                f"{_num(tn.get('h3_load_cpu_util'), '.2f')} / {_num(hn.get('h3_load_cpu_util'), '.2f')}) | "
+                f"{x:.1f}× | – |"
+            )
+    for scn in ("file-50k", "file-10m"):
+        t, g = ok(scn, "tricorn"), ok(scn, "granian")
+        if t and g:
+            x = t["rps"] / g["rps"]
+            rows.append(
+                f"| {scn}: tricorn vs granian (issue 9) | {t['rps']:,.0f} / {g['rps']:,.0f} req/s, CPU/req "
+                f"{_ratio(t['cpu_us_per_req'], g['cpu_us_per_req'])} | {x:.2f}× | "
+                f"{'faster' if x > 1 else 'slower'} |"
+            )
+    t, g = ok("hello-close", "tricorn"), ok("hello-close", "granian")
+    if t and g:
+        x = t["rps"] / g["rps"]
+        rows.append(
+            f"| hello-close ≥ 1.3× granian | {t['rps']:,.0f} / {g['rps']:,.0f} req/s | {x:.2f}× | "
+            f"{'met' if x >= 1.3 else 'NOT met'} |"
+        )
+    if not rows:
+        return []
+    return ["## Bars\n", "| bar | numbers | ratio | |", "|---|---|---:|---|"] + rows + [""]
+
+
 def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
 
@@ -1195,11 +1599,23 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     o = meta["options"]
     selected = [SCENARIO_BY_NAME[n] for n in o["scenarios"]]
     has_h1 = any(sc.proto == "h1" for sc in selected)
-    has_h2 = any(sc.proto in H2_PROTOS for sc in selected)
+    has_h2 = any(load_kind(sc) == "h2load" for sc in selected)
+    has_oha = any(load_kind(sc) == "oha" for sc in selected)
+    has_niquests = any(load_kind(sc) == "niquests" for sc in selected)
+    has_files = any(sc.file_bytes for sc in selected)
     has_ws = any(sc.proto == "ws" for sc in selected)
     L = []
     L.append("# tricorn benchmark results\n")
     L.append(f"Generated {meta['date']} by `bench/run.py` (`{meta['argv']}`); raw numbers in `results.json`.\n")
+    if meta.get("merged_from"):
+        L.append(
+            "This run measured only some cells (`--merge`); the other rows are kept from earlier runs: "
+            + "; ".join(
+                f"`{x['argv']}` on {x['date']} (tricorn {x.get('tricorn_git', '?')})" for x in meta["merged_from"]
+            )
+            + ". Each scenario says when, on which tricorn commit and at which load average its rows "
+            "were measured; machine and peers' versions are the same for all of them.\n"
+        )
     L.append("## Machine\n")
     L.append(
         f"- CPU: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs "
@@ -1216,6 +1632,17 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         L.append(f"- Load generator: {m.get('wrk', 'wrk')}")
     if has_h2:
         L.append(f"- Load generator (HTTP/2 scenarios): {m.get('h2load', 'h2load')}")
+    if has_oha:
+        L.append(
+            f"- Load generator (`h2-tls-hello-oha`, `h3-hello`): {m.get('oha', 'oha')} built with HTTP/3 "
+            "support (`cargo install oha --locked --features http3`, see bench/README.md)"
+        )
+    if has_niquests:
+        L.append(
+            "- Load generator (`h3-hello-niquests`): `bench/h3_load.py` (niquests "
+            f"{v.get('main', {}).get('niquests', '?')} with qh3 {v.get('main', {}).get('qh3', '?')}, "
+            "forced to HTTP/3) under the tricorn venv's Python"
+        )
     if has_ws:
         L.append(
             "- Load generator (`ws-echo`): `bench/ws_load.py` (raw sockets, pre-built masked frames, "
@@ -1244,14 +1671,14 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             f"- Each run: one check request (status and body verified), "
             f"{meta['options']['warmup']} s wrk warm-up (discarded), then "
             f"`wrk -t{meta['options']['threads']} -c{meta['options']['connections']} "
-            f"-d{meta['options']['duration']}s --latency`"
-            + (
-                f", repeated {meta['options']['repeat']} times in the same server process, "
-                "best req/s kept (all attempts in results.json)."
-                if meta["options"].get("repeat", 1) > 1
-                else "."
-            )
+            f"-d{meta['options']['duration']}s --latency`."
         )
+    L.append(
+        "- Every scenario's measured run is repeated in the same server process (`--repeat`); the row "
+        "shows the run with the **median** req/s (each scenario's `measured` line says so; rows measured "
+        "before the harness took the median kept the **best** of the runs instead). All attempts are "
+        "in results.json."
+    )
     L.append(
         "- `notes` flags other load on the server's or wrk's CPU during the run "
         "(busy time from /proc/stat not spent by the server resp. wrk; the machine may be "
@@ -1279,6 +1706,52 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "uvicorn has no HTTP/2 and is left out. TLS: `bench/.certs/server.pem` / `server.key` "
             "(P-256, PKCS#8) from `certs/make-dev-certs.sh`, TLS 1.3 as negotiated by h2load."
         )
+    if has_oha:
+        L.append(
+            f"- `h3-hello` and `h2-tls-hello-oha`: the same tool for HTTP/3 and HTTP/2 over TLS, `oha "
+            f"--http-version 3|2 --insecure --worker-threads 1 -c {o.get('h2_connections', 10)} "
+            f"-p {o.get('h2_streams', 10)} -z {o['duration']}s -w --output-format json` "
+            f"({o.get('h2_connections', 10)} connections × {o.get('h2_streams', 10)} concurrent requests "
+            f"each), after a {o['warmup']} s oha warm-up. Check request: niquests forced to HTTP/3 "
+            "(`h3_load.py --check`: status, HTTP/3, body) resp. curl --http2. Server CPU and oha's CPU are "
+            "sampled when oha starts and at its deadline, and req/s = 2xx answers / duration: oha itself "
+            "divides by the time until it exits, which over HTTP/3 includes waiting for its QUIC "
+            "connections to close; hypercorn (aioquic) does not close them after the client's GOAWAY, so "
+            "oha waits for the ~30 s idle timeout and reports a tenth of the real rate (the ~10 req/s "
+            '"stall"). `-w`: the requests in flight at the deadline are waited for (at most '
+            f"{o.get('h2_connections', 10) * o.get('h2_streams', 10)}, counted) instead of reset: without "
+            "it oha resets them over HTTP/3, the app's send on the reset stream raises inside hypercorn's "
+            "QUIC server task group and takes down hypercorn's whole QUIC listener (TCP still answers; "
+            "no new HTTP/3 connection until restart). Errors are shown in `notes`, not fatal. HTTP/3 "
+            "servers: tricorn (`--http3`, quinn) and hypercorn (`--quic-bind`, aioquic); granian and "
+            "uvicorn have no HTTP/3."
+        )
+    if has_niquests:
+        L.append(
+            f"- `h3-hello-niquests`: `h3_load.py --mode {o.get('h3_client_mode', 'seq')} --procs "
+            f"{o.get('h3_client_procs', 1)}"
+            + (f" --inflight {o.get('h3_client_inflight', 10)}" if o.get("h3_client_mode") == "mux" else "")
+            + "`: niquests sessions forced to HTTP/3 (HTTP/1.1 and HTTP/2 disabled, the certificate "
+            "verified against `bench/.certs/ca.pem`), "
+            + (
+                "each sending one request at a time"
+                if o.get("h3_client_mode", "seq") == "seq"
+                else f"each with {o.get('h3_client_inflight', 10)} multiplexed requests per `gather()`"
+            )
+            + "; the client warms up itself and prints the measured window, on which server CPU is "
+            "sampled. `client CPU` = CPU of all client processes / wall seconds (> 0.9: the client is the "
+            "bottleneck)."
+        )
+    if has_files:
+        L.append(
+            "- `file-50k`, `file-10m`: `bench.apps:files` (Starlette `FileResponse`) serves a 50 KB resp. "
+            "10 MB file of random bytes, written into a temporary directory at start ($BENCH_FILES_DIR); the "
+            "check request compares the whole body with the file. Starlette sends "
+            '`http.response.pathsend` when the server offers the extension in `scope["extensions"]` '
+            "(tricorn and granian do: the server reads and sends the file), else (uvicorn) it reads the "
+            "file in 64 KiB chunks in a worker thread and sends them as `http.response.body`. Same wrk "
+            "command as the other HTTP/1.1 rows. MB/s = req/s × file size (10^6 bytes, body only)."
+        )
     if has_ws:
         L.append(
             f"- `ws-echo`: one check connection (`ws_load.py --check`: handshake, a text and a binary "
@@ -1289,7 +1762,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "ends. messages/s = echoes completed in that window; latency = send-to-echo time of every 10th "
             "message (mean, p99). `client` = the client's CPU seconds / wall seconds (it must stay well "
             "below 1.00, else it is the bottleneck; > 0.9 is flagged). No extensions are offered and "
-            "permessage-deflate is off where there is a flag (tricorn has no compression yet). uvicorn "
+            "permessage-deflate is off where there is a flag (granian has no compression). uvicorn "
             "uses its default WebSocket implementation (`--ws auto`: websockets' sans-I/O protocol)."
         )
     L.append(
@@ -1309,11 +1782,15 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             f"-c{meta['options']['connections']} -d{meta['options']['duration']}s "
             f"--timeout 10s --latency http://127.0.0.1:PORT/PATH"
         )
+    if has_files:
+        L.append("# file-50k / file-10m: the same servers with bench.apps:files and BENCH_FILES_DIR=<temp dir>")
+    first = True
     for sc in selected:
-        if sc.proto not in H2_PROTOS:
+        if load_kind(sc) not in ("h2load", "oha", "niquests"):
             continue
-        if has_h1 or sc is not next(x for x in selected if x.proto in H2_PROTOS):
+        if has_h1 or not first:
             L.append("")
+        first = False
         L.append(f"# ---- {sc.name} ----")
         for s in meta["options"]["servers"]:
             if s not in sc.servers:
@@ -1321,12 +1798,30 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             L.append(f"# {s}")
             L.append(f"taskset -c {SERVER_CPU} " + shlex.join(server_command(s, "bench.apps:APP", 8000, sc.proto)))
         L.append("# load")
-        h2cmd = h2load_command(
-            sc, 8000, o["duration"], o["warmup"], o.get("h2_connections", 10), o.get("h2_streams", 10)
-        )
-        L.append(f"taskset -c {LOADGEN_CPU} " + shlex.join(["h2load"] + h2cmd[1:]).replace(":8000", ":PORT"))
+        kind = load_kind(sc)
+        if kind == "h2load":
+            lcmd = h2load_command(
+                sc, 8000, o["duration"], o["warmup"], o.get("h2_connections", 10), o.get("h2_streams", 10)
+            )
+            lcmd[0] = "h2load"
+        elif kind == "oha":
+            lcmd = oha_command(sc, 8000, o["duration"], o.get("h2_connections", 10), o.get("h2_streams", 10))
+            lcmd[0] = "oha"
+        else:
+            lcmd = h3_load_command(
+                sc,
+                8000,
+                o["duration"],
+                o["warmup"],
+                o.get("h3_client_mode", "seq"),
+                o.get("h3_client_procs", 1),
+                o.get("h3_client_inflight", 10),
+            )
+            lcmd[:2] = [".venv/bin/python", "bench/h3_load.py"]
+            lcmd = [x.replace(str(ROOT) + "/", "") for x in lcmd]
+        L.append(f"taskset -c {LOADGEN_CPU} " + shlex.join(lcmd).replace(":8000", ":PORT").replace(" 8000", " PORT"))
     if has_ws:
-        if has_h1 or has_h2:
+        if has_h1 or not first:
             L.append("")
         L.append("# ---- ws-echo ----")
         for s in meta["options"]["servers"]:
@@ -1343,12 +1838,15 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         "Servers run with cwd = repo root and `PYTHONPATH=<repo root>`. "
         "Exact per-run command lines are in `results.json` (`server_cmd`, `wrk_cmd`"
         + (", `h2load_cmd`" if has_h2 else "")
+        + (", `oha_cmd`" if has_oha else "")
+        + (", `h3_load_cmd`" if has_niquests else "")
         + (", `ws_load_cmd`" if has_ws else "")
         + ").\n"
     )
 
     by = {(r["scenario"], r["server"]): r for r in runs}
     for sc in [SCENARIO_BY_NAME[n] for n in meta["options"]["scenarios"]]:
+        kind = load_kind(sc)
         L.append(f"## {sc.name}: {sc.title}\n")
         L.append(
             f"`{sc.app}`, {'POST' if sc.lua else 'WebSocket' if sc.proto == 'ws' else 'GET'} `{sc.path}`"
@@ -1356,21 +1854,38 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             + ("" if sc.pinned else ", **unpinned**")
             + {
                 "h1": "",
-                "h2c": ", HTTP/2 cleartext by prior knowledge (h2c), h2load",
-                "h2": ", HTTP/2 over TLS (ALPN h2), h2load",
+                "h2c": ", HTTP/2 cleartext by prior knowledge (h2c)",
+                "h2": ", HTTP/2 over TLS (ALPN h2)",
+                "h3": ", HTTP/3 over QUIC",
                 "ws": f", {o.get('ws_connections', 16)} connections × 32-byte text ping-pong, `bench/ws_load.py`",
             }[sc.proto]
-            + ("; uvicorn has no HTTP/2 (not run)" if "uvicorn" in o["servers"] and "uvicorn" not in sc.servers else "")
+            + {"h2load": ", h2load", "oha": ", oha", "niquests": ", niquests (`bench/h3_load.py`)"}.get(kind, "")
+            + "".join(
+                f"; {x} has no HTTP/{3 if sc.proto == 'h3' else 2} (not run)"
+                for x in ("uvicorn", "granian")
+                if sc.proto in ("h2c", "h2", "h3") and x in o["servers"] and x not in sc.servers
+            )
             + "\n"
         )
-        h2 = sc.proto in H2_PROTOS
-        ws = sc.proto == "ws"
+        L += _measured_lines(sc, [by[(sc.name, s)] for s in o["servers"] if (sc.name, s) in by])
+        h2 = kind == "h2load"
+        ws = kind == "ws"
+        client_cols = kind in ("ws", "niquests", "oha")  # client CPU column
         if h2:
             hdr = "| server | req/s | requests (all 2xx) | mean | max | CPU µs/req | util |"
             sep = "|---|---:|---:|---:|---:|---:|---:|"
         elif ws:
             hdr = "| server | messages/s | messages | mean | p99 | CPU µs/msg | util | client CPU |"
             sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        elif kind == "niquests":
+            hdr = "| server | req/s | requests (200, HTTP/3) | mean | p99 | CPU µs/req | util | client CPU |"
+            sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        elif kind == "oha":
+            hdr = "| server | req/s | requests (2xx) | p50 | p99 | CPU µs/req | util | oha CPU |"
+            sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        elif sc.file_bytes:
+            hdr = "| server | req/s | MB/s | p50 | p99 | CPU µs/req | util |"
+            sep = "|---|---:|---:|---:|---:|---:|---:|"
         else:
             hdr = "| server | req/s | p50 | p99 | CPU µs/req | util |"
             sep = "|---|---:|---:|---:|---:|---:|"
@@ -1380,7 +1895,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         hdr += " notes |"
         sep += "---|"
         L += [hdr, sep]
-        for s in meta["options"]["servers"]:
+        for s in o["servers"]:
             r = by.get((sc.name, s))
             if r is None:
                 continue
@@ -1388,7 +1903,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                 lines = [x.strip() for x in (r.get("error") or "failed").splitlines() if x.strip()]
                 err = lines[0][:150] + (f" … {lines[-1][:150]}" if len(lines) > 1 else "")
                 err = err.replace("|", "\\|")
-                cols = 5 + (4 if sc.track_rss else 0) + (1 if h2 else 2 if ws else 0)
+                cols = hdr.count("|") - 3
                 L.append(f"| {s} | " + " | ".join(["–"] * cols) + f" | FAILED: {err} |")
                 continue
             if h2:
@@ -1397,15 +1912,18 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                     f"{_num(r['max_ms'], '.2f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
                     f"{_num(r['cpu_util'], '.2f')} |"
                 )
-            elif ws:
+            elif client_cols:
+                a, b = ("p50_ms", "p99_ms") if kind == "oha" else ("mean_ms", "p99_ms")
                 row = (
-                    f"| {s} | {r['rps']:,.0f} | {r['requests']:,} | {_num(r['mean_ms'], '.3f')} ms | "
-                    f"{_num(r['p99_ms'], '.3f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
-                    f"{_num(r['cpu_util'], '.2f')} | {_num(r.get('ws_load_cpu_util'), '.2f')} |"
+                    f"| {s} | {r['rps']:,.0f} | {r['requests']:,} | {_num(r[a], '.3f')} ms | "
+                    f"{_num(r[b], '.3f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
+                    f"{_num(r['cpu_util'], '.2f')} | {_num(r.get(LG_UTIL[kind]), '.2f')} |"
                 )
             else:
                 row = (
-                    f"| {s} | {r['rps']:,.0f} | {_num(r['p50_ms'], '.2f')} ms | "
+                    f"| {s} | {r['rps']:,.0f} |"
+                    + (f" {r['rps'] * sc.file_bytes / 1e6:,.0f} |" if sc.file_bytes else "")
+                    + f" {_num(r['p50_ms'], '.2f')} ms | "
                     f"{_num(r['p99_ms'], '.2f')} ms | {_num(r['cpu_us_per_req'], '.1f')} | "
                     f"{_num(r['cpu_util'], '.2f')} |"
                 )
@@ -1418,7 +1936,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             note = r.get("warning", "")
             if sc.pinned and not (r.get("affinity_start", {}).get("ok") and r.get("affinity_end", {}).get("ok")):
                 note = (note + "; " if note else "") + "PINNING NOT VERIFIED"
-            row += f" {note} |"
+            row += f" {note.replace('|', '/')} |"
             L.append(row)
         t = by.get((sc.name, "tricorn"))
         ratios = []
@@ -1433,6 +1951,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             head = "| ratio | messages/s | CPU per message |" if ws else "| ratio | req/s | CPU per request |"
             L += ["", head, "|---|---:|---:|"] + ratios
         L.append("")
+    L += _bars(by)
     (out_dir / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 
@@ -1455,7 +1974,8 @@ def parse_args(argv=None):
         "--repeat",
         type=int,
         default=1,
-        help="measured runs per server and scenario; the best req/s is kept (all attempts are in results.json)",
+        help="measured runs per server and scenario; the run with the median req/s is kept "
+        "(all attempts are in results.json)",
     )
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
@@ -1465,6 +1985,23 @@ def parse_args(argv=None):
     )
     ap.add_argument(
         "--ws-connections", type=int, default=16, help="ws-echo: WebSocket connections of ws_load.py (default 16)"
+    )
+    ap.add_argument(
+        "--h3-client-mode",
+        choices=("seq", "mux"),
+        default="seq",
+        help="h3-hello-niquests: one request at a time per process (seq, default) or --h3-client-inflight "
+        "multiplexed on one connection (mux)",
+    )
+    ap.add_argument("--h3-client-procs", type=int, default=1, help="h3-hello-niquests: client processes (default 1)")
+    ap.add_argument(
+        "--h3-client-inflight", type=int, default=10, help="h3-hello-niquests --h3-client-mode mux: requests in flight"
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the cells of the existing results.json that this run does not measure "
+        "(each row says when and on which tricorn commit it was measured)",
     )
     ap.add_argument("--start-timeout", type=float, default=30)
     ap.add_argument("--out", type=Path, default=BENCH, help="directory for RESULTS.md / results.json (default bench/)")
@@ -1486,6 +2023,56 @@ def parse_args(argv=None):
     return args
 
 
+def _loadavg() -> str | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
+
+
+def load_previous(meta: dict, args) -> list[dict]:
+    """--merge: the runs of the existing results.json (each stamped with when, on which commit
+    and how it was measured, from its run's meta if it has no stamp of its own); meta gets the
+    union of scenarios and servers and `merged_from`."""
+    path = args.out / "results.json"
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    om, runs = old["meta"], old["runs"]
+    repeat = om["options"].get("repeat", 1)
+    for r in runs:
+        r.setdefault(
+            "measured",
+            {
+                "run": om["date"],
+                "date": om["date"],
+                "tricorn_git": om["machine"].get("tricorn_git"),
+                "loadavg": om["machine"].get("loadavg_at_start"),
+                "repeat": repeat,
+                # before the harness took the median, --repeat kept the best run
+                "aggregate": r.get("aggregate") or ("best" if repeat > 1 else "single"),
+            },
+        )
+    meta["merged_from"] = om.get("merged_from", []) + [
+        {"date": om["date"], "argv": om["argv"], "tricorn_git": om["machine"].get("tricorn_git")}
+    ]
+    o = meta["options"]
+    names = set(o["scenarios"]) | {r["scenario"] for r in runs}
+    o["scenarios"] = [sc.name for sc in SCENARIOS if sc.name in names]
+    servers = set(o["servers"]) | {r["server"] for r in runs}
+    o["servers"] = [s for s in SERVERS if s in servers]
+    return runs
+
+
+def merge_runs(kept: list[dict], runs: list[dict]) -> list[dict]:
+    """Cells measured now replace kept ones; ordered by scenario, then server."""
+    cells = {(r["scenario"], r["server"]): r for r in kept}
+    cells.update({(r["scenario"], r["server"]): r for r in runs})
+    order = {sc.name: i for i, sc in enumerate(SCENARIOS)}
+    return sorted(cells.values(), key=lambda r: (order.get(r["scenario"], 99), SERVERS.index(r["server"])))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     # explicit, so Ctrl-C works even if SIGINT was ignored by whoever started us
@@ -1496,7 +2083,10 @@ def main(argv=None) -> int:
     if any(sc.proto == "h1" for sc in selected) and not os.path.exists(WRK):
         print("wrk not found (apt-get install wrk)", file=sys.stderr)
         return 2
-    if any(sc.proto in H2_PROTOS for sc in selected) and not os.path.exists(H2LOAD):
+    if any(load_kind(sc) == "oha" for sc in selected) and not os.path.exists(OHA):
+        print(f"oha not found at {OHA} (build it with HTTP/3, see bench/README.md; or set $OHA)", file=sys.stderr)
+        return 2
+    if any(load_kind(sc) == "h2load" for sc in selected) and not os.path.exists(H2LOAD):
         print("h2load not found (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
     if any(sc.proto == "ws" for sc in selected) and not WS_CLIENT_PY.exists():
@@ -1525,7 +2115,7 @@ def main(argv=None) -> int:
             # reported in the results, not fatal
             skip["tricorn"] = problem
             log(f"tricorn will be reported as failed: {problem}")
-    cert_problem = ensure_certs() if any(sc.proto == "h2" for sc in selected) else None
+    cert_problem = ensure_certs() if any(sc.proto in TLS_PROTOS for sc in selected) else None
     if cert_problem:
         log(f"TLS scenarios will be reported as failed: {cert_problem}")
 
@@ -1546,34 +2136,58 @@ def main(argv=None) -> int:
             "ws_connections": args.ws_connections,
             "hypercorn_worker_class": HYPERCORN_WORKER,
             "repeat": args.repeat,
+            "h3_client_mode": args.h3_client_mode,
+            "h3_client_procs": args.h3_client_procs,
+            "h3_client_inflight": args.h3_client_inflight,
         },
         "access_log": "off for all servers",
         "workers": 1,
     }
+    kept: list[dict] = []
+    if args.merge:
+        kept = load_previous(meta, args)
+    global FILES_DIR
+    if any(sc.file_bytes for sc in selected):
+        FILES_DIR = make_files()
     runs: list[dict] = []
+
+    def report() -> None:
+        write_report(meta, merge_runs(kept, runs), args.out)
+
     try:
         for name in args.scenarios:
             sc = SCENARIO_BY_NAME[name]
             for server in args.servers:
                 if server not in sc.servers:  # uvicorn: no HTTP/2; hypercorn: HTTP/2 rows only
                     continue
-                problem = skip.get(server) or (cert_problem if sc.proto == "h2" else None)
+                problem = skip.get(server) or (cert_problem if sc.proto in TLS_PROTOS else None)
+                measured = {
+                    "run": meta["date"],
+                    "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                    "tricorn_git": meta["machine"].get("tricorn_git"),
+                    "loadavg": _loadavg(),
+                    "repeat": args.repeat,
+                    "aggregate": "median" if args.repeat > 1 else "single",
+                }
                 if problem:
                     runs.append(
                         {"scenario": name, "server": server, "ok": False, "error": problem, "pinned": sc.pinned}
                     )
-                    continue
-                runs.append(run_one(server, sc, args, logdir))
-                write_report(meta, runs, args.out)  # keep partial results
+                else:
+                    runs.append(run_one(server, sc, args, logdir))
+                runs[-1]["measured"] = measured
+                report()  # keep partial results
                 time.sleep(1.0)  # let the machine settle between servers
     except KeyboardInterrupt:
         log("interrupted: stopping servers, writing partial results")
         cleanup_all()
-        write_report(meta, runs, args.out)
+        report()
         return 130
     finally:
         cleanup_all()
-    write_report(meta, runs, args.out)
+        if FILES_DIR is not None:
+            shutil.rmtree(FILES_DIR, ignore_errors=True)
+    report()
     log(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}")
     failed = [f"{r['scenario']}/{r['server']}" for r in runs if not r["ok"]]
     if failed:
