@@ -1515,6 +1515,14 @@ def _num(v, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def _h3_client_opts(rec: dict) -> str:
+    """`--mode M --procs N [--inflight K]` of a h3-hello-niquests row, from its command line."""
+    args = shlex.split(rec["h3_load_cmd"])
+    opt = {k: args[args.index(k) + 1] for k in ("--mode", "--procs", "--inflight") if k in args}
+    out = f"--mode {opt.get('--mode')} --procs {opt.get('--procs')}"
+    return out + (f" --inflight {opt.get('--inflight')}" if opt.get("--mode") == "mux" else "")
+
+
 def _measured_lines(sc: Scenario, rows: list[dict]) -> list[str]:
     """When / on which tricorn commit / at which load the rows of one scenario were measured."""
     groups: dict[tuple, list[tuple[str, str]]] = {}
@@ -1578,14 +1586,14 @@ def _bars(by: dict) -> list[str]:
             rows.append(
                 f"| {scn}: tricorn vs granian (issue 9) | {t['rps']:,.0f} / {g['rps']:,.0f} req/s, CPU/req "
                 f"{_ratio(t['cpu_us_per_req'], g['cpu_us_per_req'])} | {x:.2f}× | "
-                f"{'faster' if x > 1 else 'slower'} |"
+                f"{'on par (within 5 %)' if 0.95 <= x <= 1.05 else 'faster' if x > 1 else 'slower'} |"
             )
     t, g = ok("hello-close", "tricorn"), ok("hello-close", "granian")
     if t and g:
         x = t["rps"] / g["rps"]
         rows.append(
-            f"| hello-close ≥ 1.3× granian | {t['rps']:,.0f} / {g['rps']:,.0f} req/s | {x:.2f}× | "
-            f"{'met' if x >= 1.3 else 'NOT met'} |"
+            f"| hello-close ≥ 1.3× granian | {t['rps']:,.0f} / {g['rps']:,.0f} req/s, CPU/req "
+            f"{_ratio(t['cpu_us_per_req'], g['cpu_us_per_req'])} | {x:.2f}× | {'met' if x >= 1.3 else 'NOT met'} |"
         )
     if not rows:
         return []
@@ -1607,12 +1615,13 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     L = []
     L.append("# tricorn benchmark results\n")
     L.append(f"Generated {meta['date']} by `bench/run.py` (`{meta['argv']}`); raw numbers in `results.json`.\n")
-    if meta.get("merged_from"):
+    # earlier runs that still own a row (a run whose every cell was measured again is left out)
+    used = {(r.get("measured") or {}).get("run") for r in runs}
+    earlier = [x for x in meta.get("merged_from", []) if x["date"] in used]
+    if earlier:
         L.append(
             "This run measured only some cells (`--merge`); the other rows are kept from earlier runs: "
-            + "; ".join(
-                f"`{x['argv']}` on {x['date']} (tricorn {x.get('tricorn_git', '?')})" for x in meta["merged_from"]
-            )
+            + "; ".join(f"`{x['argv']}` on {x['date']} (tricorn {x.get('tricorn_git', '?')})" for x in earlier)
             + ". Each scenario says when, on which tricorn commit and at which load average its rows "
             "were measured; machine and peers' versions are the same for all of them.\n"
         )
@@ -1626,7 +1635,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     L.append(f"- Kernel: {m.get('kernel')}")
     L.append(
         f"- Load average at start: {m.get('loadavg_at_start', '?')} "
-        "(the machine may be shared; compare ratios rather than absolute numbers)"
+        + ("of this run (each scenario gives its rows' own) " if earlier else "")
+        + "(the machine may be shared; compare ratios rather than absolute numbers)"
     )
     if has_h1:
         L.append(f"- Load generator: {m.get('wrk', 'wrk')}")
@@ -1717,30 +1727,29 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "sampled when oha starts and at its deadline, and req/s = 2xx answers / duration: oha itself "
             "divides by the time until it exits, which over HTTP/3 includes waiting for its QUIC "
             "connections to close; hypercorn (aioquic) does not close them after the client's GOAWAY, so "
-            "oha waits for the ~30 s idle timeout and reports a tenth of the real rate (the ~10 req/s "
-            '"stall"). `-w`: the requests in flight at the deadline are waited for (at most '
+            "oha waits for the ~30 s idle timeout and reports a quarter (`-z 10s`) to a tenth (`-z 3s`) "
+            'of the real rate (part of the ~10 req/s "stall", see bench/README.md). `-w`: the requests '
+            "in flight at the deadline are waited for (at most "
             f"{o.get('h2_connections', 10) * o.get('h2_streams', 10)}, counted) instead of reset: without "
             "it oha resets them over HTTP/3, the app's send on the reset stream raises inside hypercorn's "
-            "QUIC server task group and takes down hypercorn's whole QUIC listener (TCP still answers; "
+            "QUIC server task group and takes down hypercorn's QUIC listener (TCP still answers; "
             "no new HTTP/3 connection until restart). Errors are shown in `notes`, not fatal. HTTP/3 "
             "servers: tricorn (`--http3`, quinn) and hypercorn (`--quic-bind`, aioquic); granian and "
             "uvicorn have no HTTP/3."
         )
     if has_niquests:
+        # the client options of the rows shown (they may come from an earlier run than this one)
+        used_opts = sorted({_h3_client_opts(r) for r in runs if r.get("h3_load_cmd")})
         L.append(
-            f"- `h3-hello-niquests`: `h3_load.py --mode {o.get('h3_client_mode', 'seq')} --procs "
-            f"{o.get('h3_client_procs', 1)}"
-            + (f" --inflight {o.get('h3_client_inflight', 10)}" if o.get("h3_client_mode") == "mux" else "")
-            + "`: niquests sessions forced to HTTP/3 (HTTP/1.1 and HTTP/2 disabled, the certificate "
-            "verified against `bench/.certs/ca.pem`), "
-            + (
-                "each sending one request at a time"
-                if o.get("h3_client_mode", "seq") == "seq"
-                else f"each with {o.get('h3_client_inflight', 10)} multiplexed requests per `gather()`"
-            )
-            + "; the client warms up itself and prints the measured window, on which server CPU is "
-            "sampled. `client CPU` = CPU of all client processes / wall seconds (> 0.9: the client is the "
-            "bottleneck)."
+            "- `h3-hello-niquests`: "
+            + " resp. ".join(f"`h3_load.py {x}`" for x in used_opts or ["?"])
+            + ": niquests sessions forced to HTTP/3 (HTTP/1.1 and HTTP/2 disabled, the certificate "
+            "verified against `bench/.certs/ca.pem`), one per process; `--mode seq` sends one request at "
+            "a time, `--mode mux` sends `--inflight` multiplexed requests per `gather()` on the one QUIC "
+            "connection (of the modes tried, mux with 50 in flight drives hypercorn best, see "
+            "bench/README.md). The client warms up itself and prints the measured window, on which server "
+            "CPU is sampled. `client CPU` = CPU of all client processes / wall seconds (> 0.9: the client "
+            "is the bottleneck)."
         )
     if has_files:
         L.append(
@@ -1989,13 +1998,16 @@ def parse_args(argv=None):
     ap.add_argument(
         "--h3-client-mode",
         choices=("seq", "mux"),
-        default="seq",
-        help="h3-hello-niquests: one request at a time per process (seq, default) or --h3-client-inflight "
-        "multiplexed on one connection (mux)",
+        default="mux",
+        help="h3-hello-niquests: one request at a time per process (seq) or --h3-client-inflight "
+        "multiplexed on one connection (mux, default: drives hypercorn best, see bench/README.md)",
     )
     ap.add_argument("--h3-client-procs", type=int, default=1, help="h3-hello-niquests: client processes (default 1)")
     ap.add_argument(
-        "--h3-client-inflight", type=int, default=10, help="h3-hello-niquests --h3-client-mode mux: requests in flight"
+        "--h3-client-inflight",
+        type=int,
+        default=50,
+        help="h3-hello-niquests --h3-client-mode mux: requests in flight (default 50)",
     )
     ap.add_argument(
         "--merge",
