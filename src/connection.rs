@@ -17,6 +17,7 @@ use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::asgi::service::AsgiService;
+use crate::length_field_watch::{LengthFieldSeen, LengthFieldWatch};
 use crate::net::{ConnInfo, TlsInfo};
 use crate::runtime::io::{Registered, Stream};
 use crate::runtime::timer::HyperTimer;
@@ -135,10 +136,12 @@ async fn serve_http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = AsgiService::new(state.clone(), info, scheme, activity);
+    let length_field = Arc::new(LengthFieldSeen::default());
+    let service = AsgiService::new(state.clone(), info, scheme, activity, length_field.clone());
     let protocols = &state.protocols;
     match protocols.versions {
         HttpVersions::Auto => {
+            let io = LengthFieldWatch::new(io, length_field);
             let conn = pin!(protocols.builder.serve_connection_with_upgrades(io, service));
             drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }
@@ -148,6 +151,7 @@ async fn serve_http<I>(
             drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }
         HttpVersions::Http1 => {
+            let io = LengthFieldWatch::new(io, length_field);
             let conn = pin!(protocols.http1.serve_connection(io, service).with_upgrades());
             drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }

@@ -108,7 +108,7 @@ pub fn request_head(data: &[u8]) {
     *request.version_mut() = version;
     *request.headers_mut() = header_map(&lines[1..]);
     let (parts, ()) = request.into_parts();
-    if request_checks::check_http1(&parts).is_ok() {
+    if request_checks::check_http1(&parts, false).is_ok() {
         // What the app may rely on once the checks pass (RFC 9112 §3.2).
         let hosts = parts.headers.get_all(http::header::HOST).iter().count();
         assert!(hosts <= 1 && (hosts == 1 || version == Version::HTTP_10), "{parts:?}");

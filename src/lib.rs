@@ -9,6 +9,7 @@ mod forwarded;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http3;
+mod length_field_watch;
 mod net;
 mod proxy_headers;
 mod request_checks;

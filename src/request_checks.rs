@@ -12,10 +12,17 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 /// Check an HTTP/1.0 or HTTP/1.1 request head; `Err` carries the status to answer.
-pub(crate) fn check_http1(parts: &Parts) -> Result<(), StatusCode> {
+/// `had_length`: the head held a `Content-Length` line, which hyper drops when
+/// `Transfer-Encoding` is there too (see `length_field_watch`).
+pub(crate) fn check_http1(parts: &Parts, had_length: bool) -> Result<(), StatusCode> {
     check_host(parts)?;
     check_target_form(parts)?;
     if parts.headers.contains_key(TRANSFER_ENCODING) {
+        // RFC 9112 §6.1: "A server MAY reject a request that contains both Content-Length and
+        // Transfer-Encoding"; it is the classic request-smuggling shape, so it is rejected.
+        if had_length {
+            return Err(StatusCode::BAD_REQUEST);
+        }
         check_transfer_coding(&parts.headers)?;
     }
     Ok(())
@@ -157,7 +164,7 @@ mod tests {
     }
 
     fn check(method: &str, uri: &str, headers: &[(&str, &str)]) -> Result<(), StatusCode> {
-        check_http1(&parts(method, uri, Version::HTTP_11, headers))
+        check_http1(&parts(method, uri, Version::HTTP_11, headers), false)
     }
 
     #[test]
@@ -175,7 +182,7 @@ mod tests {
         assert_eq!(check("GET", "/", &[]), Err(StatusCode::BAD_REQUEST));
         assert_eq!(check("GET", "/", &[("host", "a"), ("host", "a")]), Err(StatusCode::BAD_REQUEST));
         assert_eq!(check("GET", "/", &[("host", "a")]), Ok(()));
-        assert_eq!(check_http1(&parts("GET", "/", Version::HTTP_10, &[])), Ok(()));
+        assert_eq!(check_http1(&parts("GET", "/", Version::HTTP_10, &[]), false), Ok(()));
     }
 
     #[test]
@@ -208,5 +215,14 @@ mod tests {
         assert_eq!(te(&["chunked", "chunked"]), Err(StatusCode::BAD_REQUEST));
         assert_eq!(te(&["gzip, chunked"]), Err(StatusCode::NOT_IMPLEMENTED));
         assert_eq!(te(&["gzip", "chunked"]), Err(StatusCode::NOT_IMPLEMENTED));
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_refused() {
+        let head = parts("POST", "/", Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "chunked")]);
+        assert_eq!(check_http1(&head, true), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(check_http1(&head, false), Ok(()));
+        let without_te = parts("POST", "/", Version::HTTP_11, &[("host", "a"), ("content-length", "1")]);
+        assert_eq!(check_http1(&without_te, true), Ok(()));
     }
 }

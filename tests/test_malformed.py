@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -81,26 +82,26 @@ CATALOGUE: list[Case] = [
     Case("cl-inner-space", "9110 §8.6", POST + b"Content-Length: 1 0\r\n\r\nhellohello", r400()),
     Case("cl-overflow", "9110 §8.6", POST + b"Content-Length: 99999999999999999999999\r\n\r\n", r400()),
     # ---- Transfer-Encoding (RFC 9112 §6.1, §6.3, §7) ----
-    # hyper drops Content-Length, frames the body by Transfer-Encoding alone and closes the connection
-    # after the response, which RFC 9112 §6.3 allows ("MAY reject ... or process such a request in
-    # accordance with the Transfer-Encoding alone. Regardless, the server MUST close the connection"). It does
-    # not tell the service that Content-Length was there, so tricorn cannot answer 400 instead; what matters,
-    # that the request smuggled in the Content-Length body never runs, holds.
+    # RFC 9112 §6.1 lets a server either reject these or frame the body by Transfer-Encoding alone, and
+    # requires closing the connection either way; tricorn rejects them (hyper, which would frame by
+    # Transfer-Encoding alone, drops Content-Length: src/length_field_watch.rs notices the field line).
     Case(
         "te-and-cl",
-        "9112 §6.3",
+        "9112 §6.1",
         POST + b"Content-Length: 5\r\n" + TE + b"\r\n0\r\n\r\nGET @S HTTP/1.1\r\n" + H + b"\r\n",
-        Outcome(200, app_saw=True),
-        uvicorn=Outcome(400),
-        note="processed by Transfer-Encoding alone, then closed",
+        r400(),
     ),
     Case(
         "cl-and-te",
-        "9112 §6.3",
+        "9112 §6.1",
         POST + TE + b"Content-Length: 40\r\n\r\n0\r\n\r\nGET @S HTTP/1.1\r\n" + H + b"\r\n",
-        Outcome(200, app_saw=True),
-        uvicorn=Outcome(400),
-        note="processed by Transfer-Encoding alone, then closed",
+        r400(),
+    ),
+    Case(
+        "cl-lowercase-and-te",
+        "9112 §6.1",
+        POST + TE + b"content-length: 40\r\n\r\n0\r\n\r\nGET @S HTTP/1.1\r\n" + H + b"\r\n",
+        r400(),
     ),
     Case(
         "te-gzip-only",
@@ -455,6 +456,38 @@ def test_malformed_request(servers, case):
 def test_tolerated_request(servers, case):
     outcome = run_case(servers[case.server].port, case)
     assert outcome == expected(case), f"{case.id} ({case.rfc}) {case.note}"
+
+
+def test_content_length_and_transfer_encoding_split_across_packets(servers):
+    """The Content-Length line of a request with Transfer-Encoding is noticed across TCP segments."""
+    with socket.create_connection((HOST, servers["default"].port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for part in (b"POST /split HTTP/1.1\r\nHost: t\r\n" + TE + b"Cont", b"ent-Length: 3\r\n\r\n0\r\n\r\n"):
+            sock.sendall(part)
+            time.sleep(0.05)
+        data, closed = read_all(sock, IDLE_WAIT)
+    assert (first_status(data), closed) == (400, True)
+    assert "/split" not in seen(servers["default"].port)["seen"]
+
+
+def test_chunked_request_after_one_with_content_length_is_served(servers):
+    """A chunked request is not mistaken for a smuggling shape because an earlier one had Content-Length."""
+    with RawClient(port=servers["default"].port) as client:
+        client.send(b"POST /with-length HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        assert client.read_response().status == 200
+        client.send(b"POST /chunked HTTP/1.1\r\nHost: t\r\n" + TE + b"\r\n" + BODY5)
+        assert client.read_response().status == 200
+        client.send(
+            b"POST /both HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+            + POST.replace(b"@V", b"/next")
+            + TE
+            + b"\r\n"
+            + BODY5
+        )
+        assert client.read_response().status == 200
+        assert client.read_response().status == 200
+    recorded = seen(servers["default"].port)["seen"]
+    assert {"/with-length", "/chunked", "/both", "/next"} <= set(recorded)
 
 
 def test_server_still_serves_after_the_catalogue(servers):

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use super::body::RequestBody;
 use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
 use super::scope::ConnScope;
 use super::{app, messages, websocket};
+use crate::length_field_watch::LengthFieldSeen;
 use crate::net::ConnInfo;
 use crate::request_checks;
 use crate::server::ServerState;
@@ -33,6 +35,9 @@ pub(crate) struct AsgiService {
     pub(crate) conn_scope: RefCell<ConnScope>,
     /// Exchanges in flight, for the connection's watchdog.
     activity: Rc<ConnActivity>,
+    /// Whether an HTTP/1.1 request head held `Content-Length` that hyper dropped for
+    /// `Transfer-Encoding`.
+    length_field: Arc<LengthFieldSeen>,
 }
 
 impl AsgiService {
@@ -42,8 +47,9 @@ impl AsgiService {
         conn: Rc<ConnInfo>,
         scheme: &'static str,
         activity: Rc<ConnActivity>,
+        length_field: Arc<LengthFieldSeen>,
     ) -> Self {
-        Self { state, conn, scheme, conn_scope: RefCell::default(), activity }
+        Self { state, conn, scheme, conn_scope: RefCell::default(), activity, length_field }
     }
 
     /// A response made by the server, closing the connection.
@@ -82,8 +88,11 @@ impl AsgiService {
             }
         }
         let (mut parts, body) = request.into_parts();
-        if !multiplexed && let Err(status) = request_checks::check_http1(&parts) {
-            return self.reject(status, active);
+        if !multiplexed {
+            let had_length = self.length_field.take();
+            if let Err(status) = request_checks::check_http1(&parts, had_length) {
+                return self.reject(status, active);
+            }
         }
         if let Some(limit) = state.settings.limit_request_body
             && parts

@@ -8,6 +8,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ pub(crate) async fn serve(state: Rc<ServerState>, incoming: Incoming, local: Soc
         return;
     };
     // QUIC times idle connections itself (--http3-idle-timeout): no watchdog reads the activity.
-    let service = AsgiService::new(state.clone(), Rc::new(info), "https", ConnActivity::new());
+    let service = AsgiService::new(state.clone(), Rc::new(info), "https", ConnActivity::new(), Arc::default());
     let mut requests = FuturesUnordered::new();
     let mut shutdown_sent = false;
     loop {
