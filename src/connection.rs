@@ -8,7 +8,6 @@ use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -26,8 +25,6 @@ use crate::server::{ConnectionGuard, ServerState};
 use crate::settings::{Http2Settings, HttpVersions, Settings};
 use crate::watchdog::{ConnActivity, Expired, Limits, Watchdog};
 
-/// How long a client may take to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The smallest read buffer hyper accepts, hence the smallest HTTP/1.1 request head limit.
 const MIN_HEAD_LIMIT: usize = 8192;
 
@@ -108,7 +105,12 @@ pub(crate) async fn serve<S: Stream + 'static>(
     let Some(acceptor) = state.protocols.tls.clone() else {
         return serve_http(&state, stream, Rc::new(info), "http", key, activity, watchdog).await;
     };
-    let tls = match runtime::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let handshake = acceptor.accept(stream);
+    let handshake = match state.settings.timeout_tls_handshake {
+        Some(limit) => runtime::timeout(limit, handshake).await,
+        None => Some(handshake.await),
+    };
+    let tls = match handshake {
         Some(Ok(tls)) => tls,
         // A failed or abandoned handshake concerns this client only.
         Some(Err(_)) | None => return,

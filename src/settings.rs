@@ -112,6 +112,8 @@ pub(crate) struct Settings {
     pub(crate) timeout_body_read: Option<Duration>,
     /// Drop a connection that accepts none of a pending response for this long.
     pub(crate) timeout_send: Option<Duration>,
+    /// Drop a TLS connection whose handshake is not complete this long after it was accepted.
+    pub(crate) timeout_tls_handshake: Option<Duration>,
     /// Answer 503 above this many connections or running tasks.
     pub(crate) limit_concurrency: Option<usize>,
     /// Stop accepting while this many connections are open.
@@ -192,6 +194,7 @@ impl Settings {
             timeout_header_read: optional_seconds(dict, "timeout_header_read")?,
             timeout_body_read: optional_seconds(dict, "timeout_body_read")?,
             timeout_send: optional_seconds(dict, "timeout_send")?,
+            timeout_tls_handshake: optional_seconds(dict, "timeout_tls_handshake")?,
             limit_concurrency: required(dict, "limit_concurrency")?.extract()?,
             limit_connections: required(dict, "limit_connections")?.extract()?,
             h1_max_head_size: required(dict, "h1_max_head_size")?.extract()?,

@@ -7,6 +7,8 @@ uvicorn has none of the first three options, so the module runs against tricorn 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
 
 import pytest
@@ -225,3 +227,27 @@ def test_http2_stalled_body_gets_408(start_server):
         resp = conn.response(frame.stream_id, timeout=5)
         assert resp.status == 408
         assert conn.get("/after").status == 200, "only the stream ends, not the connection"
+
+
+# --- TLS handshake ----------------------------------------------------------------------------------
+def test_stalled_tls_handshake_is_dropped(start_server, tls_certs):
+    s = start_server(
+        RECORDER,
+        f"--ssl-certfile={tls_certs / 'server.pem'}",
+        f"--ssl-keyfile={tls_certs / 'server.key'}",
+        "--timeout-tls-handshake",
+        "1",
+        "--timeout-keep-alive",
+        "30",
+    )
+    with RawClient(port=s.port) as stalled:
+        # The start of a TLS record header (handshake, TLS 1.0 record version): the rest never comes.
+        stalled.send(b"\x16\x03\x01")
+        elapsed = closed_within(stalled, 5)
+    assert elapsed is not None, "a handshake that never completes must be dropped"
+    assert 0.8 <= elapsed <= 3.0, elapsed
+    context = ssl.create_default_context(cafile=str(tls_certs / "ca.pem"))
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as client:
+            client.sendall(b"GET /after-stall HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")

@@ -11,8 +11,9 @@ class NativeServer:
     """HTTP server driven from the Python event loop thread through `fileno()` / `drive()`.
 
     `settings` keys: root_path (str), default_headers (list[tuple[bytes, bytes]]), date_header (bool),
-    timeout_keep_alive, timeout_header_read, timeout_body_read, timeout_send (float, s; 0 disables the
-    last three), limit_concurrency, limit_connections, limit_request_body, h1_max_head_size (int | None),
+    timeout_keep_alive, timeout_header_read, timeout_body_read, timeout_send, timeout_tls_handshake (float,
+    s; 0 disables all but the first), limit_concurrency, limit_connections, limit_request_body,
+    h1_max_head_size (int | None),
     access_log (bool), access_log_format (str | None), access_logger, error_logger (logging.Logger),
     proxy_headers (bool), forwarded_allow_ips (list[str]), state (dict), reset_contextvars (bool), http
     ("auto" | "h1" | "h2"), http2 (dict), tls (dict | None), ws (bool), ws_settings (dict), http3 (dict | None:

@@ -102,6 +102,7 @@ class Config:
         timeout_keep_alive: int = 5,
         timeout_header_read: float = 10.0,
         timeout_body_read: float = 60.0,
+        timeout_tls_handshake: float = 10.0,
         timeout_send: float = 60.0,
         timeout_notify: int = 30,
         timeout_graceful_shutdown: int | None = None,
@@ -188,6 +189,7 @@ class Config:
         self.timeout_keep_alive = timeout_keep_alive
         self.timeout_header_read = timeout_header_read
         self.timeout_body_read = timeout_body_read
+        self.timeout_tls_handshake = timeout_tls_handshake
         self.timeout_send = timeout_send
         self.timeout_notify = timeout_notify
         self.timeout_graceful_shutdown = timeout_graceful_shutdown

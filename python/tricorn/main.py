@@ -324,6 +324,13 @@ def parse_headers(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     show_default=True,
 )
 @click.option(
+    "--timeout-tls-handshake",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    help="Drop a connection whose TLS handshake is not complete this many seconds after it was accepted. 0 disables.",
+    show_default=True,
+)
+@click.option(
     "--timeout-graceful-shutdown",
     type=click.IntRange(min=0),
     default=None,

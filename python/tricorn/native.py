@@ -65,6 +65,7 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "timeout_keep_alive": float(config.timeout_keep_alive),
         "timeout_header_read": float(config.timeout_header_read),
         "timeout_body_read": float(config.timeout_body_read),
+        "timeout_tls_handshake": float(config.timeout_tls_handshake),
         "timeout_send": float(config.timeout_send),
         "limit_concurrency": config.limit_concurrency,
         "limit_connections": config.limit_connections,
