@@ -12,7 +12,7 @@ import ssl
 import time
 
 import pytest
-from hyperframe.frame import DataFrame
+from hyperframe.frame import DataFrame, WindowUpdateFrame
 
 from tests.helpers import IS_UVICORN, RawClient, wait_until
 from tests.test_http2 import H2Raw
@@ -227,6 +227,34 @@ def test_http2_stalled_body_gets_408(start_server):
         resp = conn.response(frame.stream_id, timeout=5)
         assert resp.status == 408
         assert conn.get("/after").status == 200, "only the stream ends, not the connection"
+
+
+def test_http2_stream_without_flow_control_credit_is_given_up(start_server):
+    """A client can starve one stream of window while the connection stays busy: the stream's send stalls."""
+    s = start_server(RECORDER, "--timeout-send", "1", "--timeout-keep-alive", "30")
+    with H2Raw(s.port) as conn:
+        target = f"/big?size={8 << 20}&stalled=h2"
+        frame = conn.headers_frame(target)
+        conn.stall.add(frame.stream_id)
+        conn.send(frame)
+        start = time.monotonic()
+        released = None
+        while released is None and time.monotonic() - start < 8:
+            # Other requests keep the connection active meanwhile.
+            assert conn.get("/busy").status == 200
+            released = next((e for e in events(s.port) if e.startswith(target)), None)
+            time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        # The app's pending send() returned: the rest of its sends are no-ops, as on a lost connection.
+        assert released is not None, "the app's send() was never released"
+        assert 0.8 <= elapsed <= 4, elapsed
+        # Credit granted now finds the response given up: the stream is reset, the connection lives on.
+        conn.stall.discard(frame.stream_id)
+        conn.send(WindowUpdateFrame(frame.stream_id, window_increment=1 << 24))
+        conn.until(lambda: conn.streams[frame.stream_id].done, 5, "stream reset")
+        assert conn.streams[frame.stream_id].reset is not None
+        assert len(conn.streams[frame.stream_id].data) < 8 << 20
+        assert conn.get("/after").status == 200
 
 
 # --- TLS handshake ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::awaitable::Ready;
-use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage};
+use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
 use super::messages;
 use super::scope::{Origin, client_label};
 use crate::runtime;
@@ -183,6 +183,8 @@ impl Send {
         if exchange.push_body(chunk, more_body) {
             let future = self.state.create_future.call0(py)?;
             exchange.set_send_waiter(future.clone_ref(py));
+            drop(exchange);
+            watch_send_stall(&self.exchange);
             return Ok(future);
         }
         Ok(self.state.done.clone_ref(py).into_any())

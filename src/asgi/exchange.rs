@@ -111,6 +111,12 @@ pub(crate) struct Exchange {
     pub(crate) discard_body: bool,
     /// A `send()` waiting for the client to read: an asyncio future.
     send_waiter: Option<Py<PyAny>>,
+    /// `--timeout-send`: how long a parked `send()` may wait without the network taking data.
+    send_timeout: Option<Duration>,
+    /// When the network last took body data, while a send-stall watch runs.
+    send_progress: Instant,
+    /// Id of the task timing a parked `send()`, while one runs (see [`watch_send_stall`]).
+    send_watch: Option<usize>,
     head_waker: Option<Waker>,
     /// `http.response.early_hint` messages not yet sent (HTTP/3 only), as `link` headers.
     early_hints: VecDeque<HeaderMap>,
@@ -158,6 +164,9 @@ impl Exchange {
             trailers: None,
             discard_body,
             send_waiter: None,
+            send_timeout: settings.timeout_send,
+            send_progress: timer::now(),
+            send_watch: None,
             head_waker: None,
             early_hints: VecDeque::new(),
             body_waker: None,
@@ -437,6 +446,9 @@ impl Exchange {
     pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> (ChunkPoll, Option<Py<PyAny>>) {
         let poll = if let Some(chunk) = self.chunks.pop_front() {
             self.queued -= chunk.len();
+            if self.send_watch.is_some() {
+                self.send_progress = timer::now();
+            }
             Poll::Ready(Some(Ok(Frame::data(chunk))))
         } else if let Some(chunk) = self.read_file_chunk() {
             if chunk.is_err() {
@@ -495,6 +507,62 @@ impl Exchange {
     pub(crate) fn take_pump(&mut self) -> Option<usize> {
         self.pump.take()
     }
+
+    /// Id of the send-stall watch, to cancel it when the exchange ends.
+    pub(crate) fn take_send_watch(&mut self) -> Option<usize> {
+        self.send_watch.take()
+    }
+
+    /// A parked `send()` waited `--timeout-send` without the network taking any data: the
+    /// client stopped reading this response (on HTTP/2 and HTTP/3 it can withhold flow-control
+    /// credit for one stream while the connection stays busy, which the connection's watchdog
+    /// cannot see). The application gets `http.disconnect`, the queued body is dropped and the
+    /// response ends in an error once the network polls it (a stream reset, or on HTTP/1.1 a
+    /// closed connection). Returns the parked futures to resolve.
+    fn stall_send(&mut self) -> Parked {
+        self.chunks.clear();
+        self.queued = 0;
+        self.file = None;
+        self.aborted = true;
+        self.wake_network();
+        self.mark_disconnected()
+    }
+}
+
+/// Time the `send()` just parked on `exchange` (`--timeout-send`): one task per exchange runs
+/// while sends keep parking, re-armed lazily from the time the network last took data, and
+/// ends the exchange with [`Exchange::stall_send`] if a parked send sees no progress in time.
+pub(crate) fn watch_send_stall(exchange: &ExchangeRef) {
+    let mut ex = exchange.borrow_mut();
+    let Some(limit) = ex.send_timeout else {
+        return;
+    };
+    if ex.send_watch.is_some() {
+        return;
+    }
+    ex.send_progress = timer::now();
+    let mut sleep = Sleep::until(ex.send_progress + limit);
+    let watched = exchange.clone();
+    ex.send_watch = Some(crate::runtime::spawn(std::future::poll_fn(move |cx| {
+        loop {
+            std::task::ready!(Pin::new(&mut sleep).poll(cx));
+            let mut ex = watched.borrow_mut();
+            if ex.send_waiter.is_none() || ex.disconnected {
+                ex.send_watch = None;
+                return Poll::Ready(());
+            }
+            let deadline = ex.send_progress + limit;
+            if sleep.deadline() < deadline {
+                sleep.reset(deadline);
+                continue;
+            }
+            ex.send_watch = None;
+            let parked = ex.stall_send();
+            drop(ex);
+            crate::asgi::service::resolve_parked(parked);
+            return Poll::Ready(());
+        }
+    })));
 }
 
 /// What finishing the application means for the response.

@@ -264,7 +264,7 @@ impl Drop for ResponseFuture {
         {
             // hyper dropped the request before a response: the connection is gone.
             let parked = exchange.borrow_mut().mark_disconnected();
-            resolve_parked(exchange, parked);
+            resolve_parked(parked);
         }
     }
 }
@@ -350,10 +350,14 @@ impl Drop for ResponseBody {
         if let BodyKind::Stream(exchange, finished) = &self.kind {
             if !finished {
                 let parked = exchange.borrow_mut().mark_disconnected();
-                resolve_parked(exchange, parked);
+                resolve_parked(parked);
             }
-            if let Some(pump) = exchange.borrow_mut().take_pump() {
-                crate::runtime::with_current(|rt| rt.executor.cancel(pump));
+            let tasks = {
+                let mut exchange = exchange.borrow_mut();
+                [exchange.take_pump(), exchange.take_send_watch()]
+            };
+            for task in tasks.into_iter().flatten() {
+                crate::runtime::with_current(|rt| rt.executor.cancel(task));
             }
         }
     }
@@ -368,7 +372,7 @@ fn log_access(exchange: &ExchangeRef) {
 }
 
 /// Wake the application's pending `receive()` and `send()` after the connection went away.
-fn resolve_parked(_exchange: &ExchangeRef, parked: Parked) {
+pub(crate) fn resolve_parked(parked: Parked) {
     if parked.receive.is_none() && parked.send.is_none() {
         return;
     }
