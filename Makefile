@@ -71,7 +71,7 @@ bench: build
 # New inputs go to fuzz/corpus/TARGET, crashes to fuzz/artifacts/TARGET. docs/reliability.md.
 FUZZ_SECONDS ?= 60
 FUZZ_SANITIZER ?= none
-FUZZ_TARGETS ?= trusted_hosts proxy_headers request_head access_log_format ws_negotiate ws_inflate ws_deflate_roundtrip
+FUZZ_TARGETS ?= trusted_hosts proxy_headers request_head length_field_scan access_log_format ws_negotiate ws_inflate ws_deflate_roundtrip
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \

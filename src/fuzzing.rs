@@ -8,6 +8,7 @@
 use std::io::Cursor;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpC
 
 use crate::asgi::access_log::AccessFormat;
 use crate::asgi::websocket::deflate::{Compressor, DeflateParams, Inflating, is_corrupt, negotiate};
+use crate::length_field_watch::LengthFieldWatch;
 use crate::proxy_headers::{TrustedHosts, forwarded_by_trusted_peer};
 use crate::{forwarded, request_checks};
 
@@ -113,6 +115,23 @@ pub fn request_head(data: &[u8]) {
         let hosts = parts.headers.get_all(http::header::HOST).iter().count();
         assert!(hosts <= 1 && (hosts == 1 || version == Version::HTTP_10), "{parts:?}");
     }
+}
+
+/// The `Content-Length` line scan of HTTP/1.1 reads: the first byte splits the rest into reads
+/// of fuzzed sizes; the scan must find the field line exactly when the whole stream holds one,
+/// wherever the reads split it.
+pub fn length_field_scan(data: &[u8]) {
+    let Some((&step, stream)) = data.split_first() else { return };
+    let mut watch = LengthFieldWatch::new((), Arc::default());
+    let mut found = false;
+    for (i, read) in stream.chunks(usize::from(step % 23) + 1).enumerate() {
+        // Vary the sizes: every other read is cut in two.
+        let (a, b) = read.split_at(if i % 2 == 1 { read.len() / 2 } else { read.len() });
+        found |= watch.scan(a);
+        found |= watch.scan(b);
+    }
+    let expected = stream.windows(16).any(|w| w.eq_ignore_ascii_case(b"\ncontent-length:"));
+    assert_eq!(found, expected, "{stream:?}");
 }
 
 /// `--access-log-format`.

@@ -58,7 +58,7 @@ impl<I> LengthFieldWatch<I> {
     }
 
     /// Whether `bytes`, following the previous read, hold a `Content-Length` line start.
-    fn scan(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> bool {
         let mut found = false;
         if self.carried > 0 {
             let rest = &FIELD_LINE[self.carried..];
@@ -128,7 +128,7 @@ impl<I: Write + Unpin> Write for LengthFieldWatch<I> {
 mod tests {
     use std::sync::Arc;
 
-    use super::{LengthFieldSeen, LengthFieldWatch};
+    use super::{FIELD_LINE, LengthFieldSeen, LengthFieldWatch};
 
     /// Feed `reads` one after the other; whether each held a field line start.
     fn scan(reads: &[&[u8]]) -> Vec<bool> {
@@ -153,5 +153,24 @@ mod tests {
         assert_eq!(scan(&[b"x\ncon", b"ten", b"t-length:"]), [false, false, true]);
         assert_eq!(scan(&[b"x\ncon", b"tent-type: a\r\n"]), [false, false]);
         assert_eq!(scan(&[b"x\ncon", b"tent-type\ncontent-length:"]), [false, true]);
+    }
+
+    #[test]
+    fn any_split_into_three_reads_gives_the_same_answer() {
+        let streams: [&[u8]; 4] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: x\r\n\ncontent-lengt\r\n",
+            b"\n\ncOnTeNt-LeNgTh:\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 1\r\n\r\n",
+        ];
+        for stream in streams {
+            let expected = stream.windows(FIELD_LINE.len()).any(|w| w.eq_ignore_ascii_case(FIELD_LINE));
+            for i in 0..=stream.len() {
+                for j in i..=stream.len() {
+                    let found = scan(&[&stream[..i], &stream[i..j], &stream[j..]]).contains(&true);
+                    assert_eq!(found, expected, "{:?} split at {i}, {j}", String::from_utf8_lossy(stream));
+                }
+            }
+        }
     }
 }
