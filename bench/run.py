@@ -72,8 +72,25 @@ WS_CLIENT_PY = MAIN_VENV / "bin" / "python"
 # h3-hello-niquests: bench/h3_load.py (niquests forced to HTTP/3) under the tricorn venv's Python
 H3_LOAD = BENCH / "h3_load.py"
 OHA_TAIL = 120  # seconds oha may take to exit after its deadline (QUIC idle timeout is ~30 s)
+# hello-p99: the offered load (req/s, --p99-rate), below what every server sustains pinned:
+# ~0.65 of uvicorn's and ~0.4 of granian's hello req/s in RESULTS.md
+P99_RATE = 20000
+# a paced row whose server answered fewer than this share of the offered requests did not keep up
+P99_SUSTAINED = 0.98
 
 ECHO_BODY = b"a" * 1024
+
+# pure-hyper (hello, hello-close): bench/pure_hyper, a Cargo project of its own, built by
+# ensure_pure_hyper() (`cargo build --release`; cargo rebuilds only what changed)
+PURE_HYPER_DIR = BENCH / "pure_hyper"
+PURE_HYPER_BIN = PURE_HYPER_DIR / "target" / "release" / "pure_hyper"
+CARGO = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+# tricorn's answer to GET / of bench.apps:hello, byte for byte (the date masked): what pure-hyper
+# must send too; the hello rows record every server's answer (`hello_response` in results.json)
+HELLO_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nserver: tricorn\r\ncontent-type: text/plain\r\ncontent-length: 13\r\n"
+    b"date: <date>\r\n\r\nHello, world!"
+)
 
 # TLS (h2-tls-hello): made once by certs/make-dev-certs.sh (server.key is PKCS#8, which granian needs)
 CERTS_DIR = BENCH / ".certs"
@@ -104,6 +121,9 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 
 
 H1_SERVERS = ("tricorn", "uvicorn", "granian")  # the wrk scenarios
+# hello / hello-close also run pure-hyper: hyper alone (bench/pure_hyper, no Python) answering the
+# same bytes as tricorn's hello app, the physical limit of those rows
+HELLO_SERVERS = H1_SERVERS + ("pure-hyper",)
 H2_SERVERS = ("tricorn", "granian", "hypercorn")  # uvicorn has no HTTP/2
 H3_SERVERS = ("tricorn", "hypercorn")  # uvicorn and granian have no HTTP/3
 H2_PROTOS = ("h2c", "h2")
@@ -130,10 +150,15 @@ class Scenario:
     # h2 / h3 load generator: "" = h2load (h2c, h2), "oha" or "niquests" (bench/h3_load.py)
     client: str = ""
     file_bytes: int = 0  # file scenarios: size of the file served (MB/s column)
+    # startup: no load; time from spawn to the first answer and idle RSS, over --startup-runs starts
+    startup: bool = False
+    # h1 with client "oha": requests paced at --p99-rate (oha -q, latency corrected); the latency
+    # percentiles are the result, not req/s
+    paced: bool = False
 
 
 SCENARIOS = [
-    Scenario("hello", "Hello world (plain ASGI, text/plain)", "bench.apps:hello"),
+    Scenario("hello", "Hello world (plain ASGI, text/plain)", "bench.apps:hello", servers=HELLO_SERVERS),
     Scenario(
         "hello-unpinned", "Hello world, unpinned (no taskset for server or wrk)", "bench.apps:hello", pinned=False
     ),
@@ -142,7 +167,24 @@ SCENARIOS = [
     Scenario("fastapi", "FastAPI GET /items/{item_id}?q=...", "bench.apps:fastapi_app", path="/items/42?q=hello"),
     Scenario("stream", "Streamed 1 MiB response (16 x 64 KiB, more_body)", "bench.apps:stream", track_rss=True),
     Scenario(
-        "hello-close", "Hello world, new connection per request (Connection: close)", "bench.apps:hello", close=True
+        "hello-close",
+        "Hello world, new connection per request (Connection: close)",
+        "bench.apps:hello",
+        close=True,
+        servers=HELLO_SERVERS,
+    ),
+    Scenario(
+        "hello-p99",
+        "Hello world latency at the same offered load (oha -q, latency corrected)",
+        "bench.apps:hello",
+        client="oha",
+        paced=True,
+    ),
+    Scenario(
+        "startup",
+        "Time from start to the first response, idle RSS (hello app, no load)",
+        "bench.apps:hello",
+        startup=True,
     ),
     Scenario(
         "h2c-hello",
@@ -204,7 +246,8 @@ SCENARIOS = [
     ),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
-SERVERS = ["tricorn", "uvicorn", "granian", "hypercorn"]
+SERVERS = ["tricorn", "uvicorn", "granian", "hypercorn", "pure-hyper"]
+PEER_SERVERS = ("uvicorn", "granian", "hypercorn")  # run from bench/.venv-peers
 
 
 def server_python(server: str) -> Path:
@@ -269,6 +312,11 @@ def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[
             "--workers",
             "1",
         ] + ws
+    if server == "pure-hyper":
+        # no app: every request gets the bytes of tricorn's bench.apps:hello
+        if proto != "h1":
+            raise ValueError("pure-hyper speaks HTTP/1.1 only")
+        return [str(PURE_HYPER_BIN), "--host", HOST, "--port", str(port)]
     if server == "granian":
         if proto == "h3":
             raise ValueError("granian has no HTTP/3")
@@ -354,31 +402,47 @@ def h2load_command(sc: Scenario, port: int, duration: int, warmup: int, connecti
     ]
 
 
-def oha_command(sc: Scenario, port: int, duration: int, connections: int, streams: int) -> list[str]:
+def oha_command(sc: Scenario, port: int, duration: int, connections: int, streams: int, rate: int = 0) -> list[str]:
     """oha over TLS, HTTP/2 (ALPN h2) or HTTP/3, no certificate check (like h2load): -c connections
     x -p concurrent streams each, -z timed run, JSON output.  -w: at the deadline the requests in
     flight are waited for instead of reset (over HTTP/3 oha resets them otherwise, and a stream
     reset while the app answers takes down hypercorn's whole QUIC listener, see bench/README.md).
-    One tokio thread, like wrk -t1."""
+    One tokio thread, like wrk -t1.
+
+    A paced scenario (hello-p99) is plain HTTP/1.1 over -c keep-alive connections (no -p) with
+    `-q rate`: oha schedules a request every 1/rate s whether or not the earlier ones were
+    answered, and `--latency-correction` measures each request from its scheduled start (no
+    coordinated omission: a stalled server shows as latency, not as fewer requests)."""
+    if sc.paced:
+        version = ["--http-version", "1.1"]
+        load = ["-c", str(connections), "-q", str(rate), "--latency-correction"]
+        url = f"http://{HOST}:{port}{sc.path}"
+    else:
+        version = ["--http-version", "3" if sc.proto == "h3" else "2", "--insecure"]
+        load = ["-c", str(connections), "-p", str(streams)]
+        url = f"https://{HOST}:{port}{sc.path}"
     return [
         OHA,
-        "--http-version",
-        "3" if sc.proto == "h3" else "2",
-        "--insecure",
+        *version,
         "--no-tui",
         "--worker-threads",
         "1",
-        "-c",
-        str(connections),
-        "-p",
-        str(streams),
+        *load,
         "-z",
         f"{duration}s",
         "-w",
         "--output-format",
         "json",
-        f"https://{HOST}:{port}{sc.path}",
+        url,
     ]
+
+
+def oha_load(sc: Scenario, opts: dict) -> tuple[int, int, int]:
+    """(connections, streams, rate) of a scenario's oha command, from the options (argparse's
+    or results.json's): paced rows use wrk's connection count and --p99-rate."""
+    if sc.paced:
+        return opts.get("connections", 64), 1, opts.get("p99_rate", P99_RATE)
+    return opts.get("h2_connections", 10), opts.get("h2_streams", 10), 0
 
 
 def h3_load_command(sc: Scenario, port: int, duration: int, warmup: int, mode: str, procs: int, inflight: int):
@@ -515,6 +579,22 @@ def rss_kb(pids: list[int]) -> tuple[int, int]:
     return rss, hwm
 
 
+def pss_kb(pids: list[int]) -> int:
+    """Sum of Pss (proportional set size: pages shared between the processes counted once) in
+    KiB over the process tree, from /proc/PID/smaps_rollup."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
 def cpu_busy_seconds(cpu: str) -> float | None:
     """Busy time (everything but idle+iowait) of one CPU from /proc/stat, in seconds."""
     try:
@@ -615,6 +695,28 @@ def _check_once(sc: Scenario, port: int) -> str | None:
     return None
 
 
+def raw_hello_response(port: int) -> bytes:
+    """The exact bytes of the answer to one `GET /` (HTTP/1.1, keep-alive), its date masked as in
+    HELLO_RESPONSE; read up to the end of the content-length body (b"" if the server fails)."""
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    data = b""
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as s:
+            s.sendall(request)
+            while True:
+                head, sep, body = data.partition(b"\r\n\r\n")
+                m = re.search(rb"(?im)^content-length: *(\d+)\r?$", head)
+                if sep and m and len(body) >= int(m.group(1)):
+                    break
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return b""
+    return re.sub(rb"(?i)(\r\ndate: )[^\r]*", rb"\1<date>", data)
+
+
 def _check_once_h3(sc: Scenario, port: int) -> str | None:
     """HTTP/3 check request: niquests forced to HTTP/3 (h3_load.py --check): status, HTTP/3, body."""
     cmd = [str(WS_CLIENT_PY), str(H3_LOAD), "--host", HOST, "--port", str(port), "--path", sc.path]
@@ -696,9 +798,9 @@ def make_files() -> Path:
     return d
 
 
-def start_server(
-    server: str, sc: Scenario, port: int, logfile: Path, timeout: float
-) -> tuple[subprocess.Popen, list[str]]:
+def spawn_server(server: str, sc: Scenario, port: int, logfile: Path) -> subprocess.Popen:
+    """Start a server (under taskset if the scenario is pinned) in its own session, output into
+    logfile; it is stopped by cleanup_all() if the harness is interrupted."""
     cmd = server_command(server, sc.app, port, sc.proto)
     if sc.pinned:
         cmd = [TASKSET, "-c", SERVER_CPU] + cmd
@@ -724,13 +826,19 @@ def start_server(
         raise ServerFailed(f"could not exec: {e}") from e
     out.close()
     _LIVE.append(proc)
+    return proc
+
+
+def start_server(server: str, sc: Scenario, port: int, logfile: Path, timeout: float) -> subprocess.Popen:
+    """spawn_server(), then wait until the port accepts connections."""
+    proc = spawn_server(server, sc, port, logfile)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             stop_process(proc)
             raise ServerFailed(f"exited with code {proc.returncode} before listening; log tail:\n{tail(logfile)}")
         if port_open(port):
-            return proc, cmd
+            return proc
         time.sleep(0.1)
     stop_process(proc)
     raise ServerFailed(f"port {port} not open after {timeout:.0f}s; log tail:\n{tail(logfile)}")
@@ -1081,6 +1189,8 @@ def parse_oha(out: str) -> dict:
     d = json.loads(out)
     codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
     lat = (d.get("metrics") or {}).get("latency_ms") or {}
+    pct = d.get("latencyPercentiles") or {}  # seconds
+    p999 = pct.get("p99.9")
     return {
         "succeeded": sum(v for k, v in codes.items() if 200 <= k < 300),
         "non_2xx": sum(v for k, v in codes.items() if not 200 <= k < 300),
@@ -1090,6 +1200,7 @@ def parse_oha(out: str) -> dict:
         "mean_ms": lat.get("mean"),
         "p50_ms": lat.get("p50"),
         "p99_ms": lat.get("p99"),
+        "p999_ms": None if p999 is None else round(p999 * 1e3, 3),
         "max_ms": lat.get("max"),
     }
 
@@ -1192,7 +1303,10 @@ def measure(proc: subprocess.Popen, sc: Scenario, cmd: list[str], args) -> dict:
 
 
 def load_kind(sc: Scenario) -> str:
-    """The load generator of a scenario: wrk, h2load, oha, niquests (h3_load.py) or ws (ws_load.py)."""
+    """The load generator of a scenario: wrk, h2load, oha, niquests (h3_load.py), ws (ws_load.py)
+    or startup (none: the startup scenario)."""
+    if sc.startup:
+        return "startup"
     if sc.proto == "ws":
         return "ws"
     if sc.client:
@@ -1218,12 +1332,15 @@ LG_LATENCY = {
 }
 
 
-def median_attempt(attempts: list[dict]) -> dict:
-    """The attempt with the median req/s (the lower one of the middle two for an even count)."""
-    return sorted(attempts, key=lambda a: a["rps"])[(len(attempts) - 1) // 2]
+def median_attempt(attempts: list[dict], key: str = "rps") -> dict:
+    """The attempt with the median req/s (the lower one of the middle two for an even count);
+    key: another figure to take the median of (a paced row: its p99)."""
+    return sorted(attempts, key=lambda a: a[key])[(len(attempts) - 1) // 2]
 
 
 def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
+    if sc.startup:
+        return run_startup(server, sc, args, logdir)
     port = free_port()
     logfile = logdir / f"{sc.name}-{server}.log"
     rec: dict = {"scenario": sc.name, "server": server, "ok": False, "error": None, "pinned": sc.pinned, "port": port}
@@ -1232,13 +1349,18 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
     )
     log(f"--- {sc.name} / {server}: starting server on :{port}")
     try:
-        proc, _ = start_server(server, sc, port, logfile, args.start_timeout)
+        proc = start_server(server, sc, port, logfile, args.start_timeout)
     except ServerFailed as e:
         rec["error"] = f"server failed to start: {e}"
         log(rec["error"])
         return rec
     try:
         err = check_response(sc, port)
+        if not err and sc.app.endswith(":hello") and sc.proto == "h1":
+            raw = raw_hello_response(port)
+            rec["hello_response"] = raw.decode("latin-1")
+            if server == "pure-hyper" and raw != HELLO_RESPONSE:
+                err = f"check request: pure-hyper's answer is not tricorn's hello bytes: {raw[:300]!r}"
         if err:
             rec["error"] = err
             log(err)
@@ -1261,7 +1383,7 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
                 log(rec["error"])
                 return rec
         elif kind == "oha":
-            wcmd = oha_command(sc, port, args.warmup, args.h2_connections, args.h2_streams)
+            wcmd = oha_command(sc, port, args.warmup, *oha_load(sc, vars(args)))
             wcmd = ([TASKSET, "-c", LOADGEN_CPU] if sc.pinned else []) + wcmd
             try:
                 r = subprocess.run(wcmd, capture_output=True, text=True, timeout=args.warmup + OHA_TAIL)
@@ -1282,7 +1404,7 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         elif ws:
             cmd = ws_load_command(port, args.duration, args.warmup, args.ws_connections)
         elif kind == "oha":
-            cmd = oha_command(sc, port, args.duration, args.h2_connections, args.h2_streams)
+            cmd = oha_command(sc, port, args.duration, *oha_load(sc, vars(args)))
         elif kind == "niquests":
             cmd = h3_load_command(
                 sc, port, args.duration, args.warmup, args.h3_client_mode, args.h3_client_procs, args.h3_client_inflight
@@ -1308,9 +1430,12 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
                 return rec
             attempts.append(m)
             if args.repeat > 1:
-                log(f"  attempt {i + 1}/{args.repeat}: {m['rps']:.0f} req/s, {m['cpu_us_per_req']} us/req")
-        rec.update(median_attempt(attempts))
+                p99 = f", p99 {_num(m.get('p99_ms'), '.2f')} ms" if sc.paced else ""
+                log(f"  attempt {i + 1}/{args.repeat}: {m['rps']:.0f} req/s{p99}, {m['cpu_us_per_req']} us/req")
+        rec.update(median_attempt(attempts, "p99_ms" if sc.paced else "rps"))
         rec["aggregate"] = "median" if args.repeat > 1 else "single"
+        if sc.paced:
+            rec["offered_rps"] = args.p99_rate
         if args.repeat > 1:
             rec["attempts"] = [
                 {
@@ -1318,6 +1443,7 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
                     for k in (
                         "rps",
                         *LG_LATENCY[kind],
+                        *(("p999_ms", "max_ms") if sc.paced else ()),
                         "cpu_us_per_req",
                         "other_load_on_server_cpu",
                         LG_UTIL[kind],
@@ -1343,6 +1469,10 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
                     f"oha errors (median run): {oha_errs or 'none'}, non-2xx {rec['non_2xx']}; "
                     f"oha exited {rec['oha_exit_s']:.0f} s after start"
                 )
+        if sc.paced and rec["rps"] < P99_SUSTAINED * args.p99_rate:
+            warnings.append(f"answered {rec['rps']:,.0f} of {args.p99_rate:,} req/s offered: did not keep up")
+        if server == "tricorn" and rec.get("hello_response") not in (None, HELLO_RESPONSE.decode("latin-1")):
+            warnings.append("hello answer differs from HELLO_RESPONSE: pure-hyper no longer sends the same bytes")
         if kind == "niquests" and rec.get("errors"):
             warnings.append(f"{rec['errors']} errors, e.g. {(rec.get('first_errors') or [''])[0][:100]}")
         lg_name, lg_util = LG_NAME[kind], rec.get(LG_UTIL[kind])
@@ -1371,7 +1501,8 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
         elif kind == "oha":
             lat = (
                 f"p50 {_num(rec['p50_ms'], '.2f')} ms p99 {_num(rec['p99_ms'], '.2f')} ms "
-                f"oha cpu {rec[LG_UTIL[kind]]:.2f}"
+                + (f"p99.9 {_num(rec['p999_ms'], '.2f')} ms max {_num(rec['max_ms'], '.2f')} ms " if sc.paced else "")
+                + f"oha cpu {rec[LG_UTIL[kind]]:.2f}"
             )
         elif ws:
             lat = f"mean {rec['mean_ms']:.3f} ms p99 {rec['p99_ms']:.3f} ms client cpu {rec['ws_load_cpu_util']:.2f}"
@@ -1390,6 +1521,124 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
             if not port_open(port):
                 break
             time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------
+# startup: time from spawn to the first response, idle RSS
+# ---------------------------------------------------------------------------
+
+STARTUP_POLL = 0.005  # seconds between two connect + GET attempts while a server starts
+STARTUP_IDLE_REQUESTS = 10  # requests sent after the first answer, before the idle RSS is read
+STARTUP_IDLE_SLEEP = 1.0  # seconds the server then stays idle
+
+
+def hello_answered(port: int, timeout: float) -> bool:
+    """One GET / on a new connection: True if answered 200 with the hello body.  A connection
+    that waits in the listen backlog (the socket is bound, the app not loaded yet) is answered
+    as soon as the server serves it, so the timeout is generous."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        return resp.status == 200 and resp.read() == b"Hello, world!"
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class PinnedHarness:
+    """While inside: the harness's own thread runs on the load generator's CPU, so polling a
+    starting server does not take CPU time from it."""
+
+    def __enter__(self):
+        self.saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {int(LOADGEN_CPU)})
+        return self
+
+    def __exit__(self, *exc):
+        os.sched_setaffinity(0, self.saved)
+
+
+def start_once(server: str, sc: Scenario, logfile: Path, timeout: float) -> dict:
+    """Start the server once: seconds from spawn to the first right answer (a connect + GET
+    every STARTUP_POLL s), its CPU by then, then STARTUP_IDLE_REQUESTS more requests, an idle
+    pause, and the RSS / PSS of its whole process tree; the server is stopped again."""
+    port = free_port()
+    t0 = time.monotonic()
+    proc = spawn_server(server, sc, port, logfile)
+    try:
+        deadline = t0 + timeout
+        while not hello_answered(port, timeout=max(0.1, deadline - time.monotonic())):
+            if proc.poll() is not None:
+                return {"error": f"exited with code {proc.returncode} before answering; log tail:\n{tail(logfile)}"}
+            if time.monotonic() > deadline:
+                return {"error": f"no answer {timeout:.0f} s after start; log tail:\n{tail(logfile)}"}
+            time.sleep(STARTUP_POLL)
+        first = time.monotonic() - t0
+        tree = process_tree(proc.pid)
+        cpu = cpu_seconds(tree)
+        for _ in range(STARTUP_IDLE_REQUESTS):
+            hello_answered(port, timeout=5)
+        time.sleep(STARTUP_IDLE_SLEEP)
+        tree = process_tree(proc.pid)
+        rss, _ = rss_kb(tree)
+        return {
+            "port": port,
+            "first_response_s": round(first, 4),
+            "cpu_to_first_response_s": round(cpu, 3),
+            "processes": len(tree),
+            "rss_idle_kb": rss,
+            "pss_idle_kb": pss_kb(tree),
+            "rss_idle_per_process_kb": [rss_kb([p])[0] for p in tree],
+            "affinity": verify_affinity(tree, SERVER_CPU) if sc.pinned else None,
+        }
+    finally:
+        stop_process(proc)
+        for _ in range(50):
+            if not port_open(port):
+                break
+            time.sleep(0.1)
+
+
+def run_startup(server: str, sc: Scenario, args, logdir: Path) -> dict:
+    """The startup scenario: --startup-runs starts of the server; the row shows the median
+    time to the first answer and the median idle RSS / PSS, every start is kept."""
+    rec: dict = {"scenario": sc.name, "server": server, "ok": False, "error": None, "pinned": sc.pinned}
+    rec["server_cmd"] = shlex.join(
+        ([TASKSET, "-c", SERVER_CPU] if sc.pinned else []) + server_command(server, sc.app, 8000, sc.proto)
+    ).replace(" 8000", " PORT")
+    starts = []
+    with PinnedHarness():
+        for i in range(args.startup_runs):
+            log(f"--- {sc.name} / {server}: start {i + 1}/{args.startup_runs}")
+            try:
+                one = start_once(server, sc, logdir / f"{sc.name}-{server}-{i + 1}.log", args.start_timeout)
+            except ServerFailed as e:
+                one = {"error": f"could not start: {e}"}
+            if one.get("error"):
+                rec["error"] = one["error"]
+                log(rec["error"])
+                return rec
+            starts.append(one)
+            time.sleep(0.5)
+    rec["starts"] = starts
+    for key in ("first_response_s", "cpu_to_first_response_s", "rss_idle_kb", "pss_idle_kb"):
+        rec[key] = sorted(x[key] for x in starts)[(len(starts) - 1) // 2]
+    rec["first_response_min_s"] = min(x["first_response_s"] for x in starts)
+    rec["first_response_max_s"] = max(x["first_response_s"] for x in starts)
+    rec["processes"] = max(x["processes"] for x in starts)
+    rec["aggregate"] = "median"
+    if sc.pinned:
+        rec["affinity_ok"] = all(x["affinity"]["ok"] for x in starts)
+    rec["ok"] = True
+    log(
+        f"{sc.name} / {server}: first response {rec['first_response_s'] * 1e3:.0f} ms (median of {len(starts)}, "
+        f"{rec['first_response_min_s'] * 1e3:.0f}-{rec['first_response_max_s'] * 1e3:.0f}), idle RSS "
+        f"{rec['rss_idle_kb'] / 1024:.1f} MiB, PSS {rec['pss_idle_kb'] / 1024:.1f} MiB, {rec['processes']} processes"
+        + ("" if rec.get("affinity_ok", True) else " PINNING NOT VERIFIED")
+    )
+    return rec
 
 
 # ---------------------------------------------------------------------------
@@ -1441,6 +1690,44 @@ def ensure_main_venv() -> str | None:
     if sh([str(py), "-c", "import tricorn"]).returncode != 0:
         return "tricorn is not importable from .venv (run maturin develop first)"
     return None
+
+
+def ensure_pure_hyper() -> str | None:
+    """Build bench/pure_hyper with `cargo build --release` (cargo itself decides whether anything
+    changed); without cargo an existing binary is used as it is.  Returns a problem or None."""
+    if not os.path.exists(CARGO):
+        if PURE_HYPER_BIN.exists():
+            return None
+        return (
+            f"cargo not found, and {PURE_HYPER_BIN.relative_to(ROOT)} is not built "
+            "(install Rust: cargo build --release --manifest-path bench/pure_hyper/Cargo.toml)"
+        )
+    log(f"building {PURE_HYPER_DIR.relative_to(ROOT)} (cargo build --release)")
+    env = dict(os.environ, CARGO_TARGET_DIR=str(PURE_HYPER_DIR / "target"))
+    cmd = [CARGO, "build", "--release", "--manifest-path", str(PURE_HYPER_DIR / "Cargo.toml")]
+    r = sh(cmd, timeout=1800, env=env)
+    if r.returncode != 0 or not PURE_HYPER_BIN.exists():
+        return f"cargo build of bench/pure_hyper failed (rc={r.returncode}): {r.stderr.strip()[-300:]}"
+    return None
+
+
+def pure_hyper_versions() -> dict:
+    """hyper, hyper-util and tokio as locked in bench/pure_hyper/Cargo.lock, and rustc."""
+    out: dict = {}
+    try:
+        lock = (PURE_HYPER_DIR / "Cargo.lock").read_text()
+    except OSError:
+        return {"error": "bench/pure_hyper/Cargo.lock missing"}
+    for name in ("hyper", "hyper-util", "tokio"):
+        m = re.search(rf'^name = "{re.escape(name)}"\nversion = "([^"]+)"', lock, re.M)
+        if m:
+            out[name] = m.group(1)
+    rustc = shutil.which("rustc") or str(Path.home() / ".cargo" / "bin" / "rustc")
+    try:
+        out["rustc"] = sh([rustc, "--version"], timeout=30).stdout.strip()
+    except OSError:
+        pass
+    return out
 
 
 _VERSIONS_SNIPPET = """
@@ -1534,13 +1821,91 @@ def _measured_lines(sc: Scenario, rows: list[dict]) -> list[str]:
         groups.setdefault(key, []).append((r["server"], (ms.get("loadavg") or "?").split()[0]))
     out = []
     for (date, git, repeat, agg), cells in groups.items():
-        how = f"{agg} of {repeat} runs" if repeat > 1 else "one run"
+        how = f"{agg} of {repeat} {'starts' if sc.startup else 'runs'}" if repeat > 1 else "one run"
         out.append(
             f"Measured in the run started {date[:16].replace('T', ' ')} (tricorn {git}, {how}): "
             + ", ".join(f"{server} (1-min load average at start {load})" for server, load in cells)
             + ".\n"
         )
     return out
+
+
+def _pure_hyper_bars(ok) -> list[str]:
+    """hello: tricorn against pure-hyper, measured in the same run with the same bytes."""
+    rows = []
+    for scn, bar in (("hello", 0.5), ("hello-close", None)):
+        t, h = ok(scn, "tricorn"), ok(scn, "pure-hyper")
+        if not (t and h):
+            continue
+        x = t["rps"] / h["rps"]
+        same_run = (t.get("measured") or {}).get("run") == (h.get("measured") or {}).get("run")
+        same_bytes = t.get("hello_response") is not None and t.get("hello_response") == h.get("hello_response")
+        if not same_run:
+            verdict = "– (rows from different runs: measure both with one command)"
+        elif not same_bytes:
+            verdict = "– (the answers differ: see hello_response in results.json)"
+        elif bar is None:
+            verdict = "–"
+        else:
+            verdict = "met" if x >= bar else "NOT met"
+        if (h.get("wrk_cpu_util") or 0) > 0.9:
+            verdict += (
+                f" (wrk used {h['wrk_cpu_util']:.2f} of its core against pure-hyper: its req/s is a lower "
+                "bound, the ratio an upper bound; compare CPU/req)"
+            )
+        what = (
+            f"{scn}: tricorn's ASGI hello world ≥ {bar}× a pure-Rust hyper server answering the same bytes "
+            "without Python, same core, same run"
+            if bar is not None
+            else f"(for information: {scn}, tricorn / pure-hyper, a new connection per request)"
+        )
+        rows.append(
+            f"| {what} | tricorn {t['rps']:,.0f} / pure-hyper {h['rps']:,.0f} req/s, CPU/req "
+            f"{_num(t['cpu_us_per_req'], '.1f')} / {_num(h['cpu_us_per_req'], '.1f')} µs | {x:.2f}× | {verdict} |"
+        )
+    return rows
+
+
+def _startup_bars(ok) -> list[str]:
+    """startup: tricorn's idle RSS against uvicorn's (one worker each), its time to first response."""
+    rows = []
+    t, u = ok("startup", "tricorn"), ok("startup", "uvicorn")
+    if t and u:
+        x = t["rss_idle_kb"] / u["rss_idle_kb"]
+        rows.append(
+            f"| idle RSS per worker ≤ uvicorn's | tricorn {t['rss_idle_kb'] / 1024:.1f} / uvicorn "
+            f"{u['rss_idle_kb'] / 1024:.1f} MiB (PSS {t['pss_idle_kb'] / 1024:.1f} / {u['pss_idle_kb'] / 1024:.1f} "
+            f"MiB), one worker each | {x:.2f}× | {'met' if x <= 1 else 'NOT met'} |"
+        )
+    if t:
+        first, n = t["first_response_s"], len(t["starts"])
+        spread = f"{t['first_response_min_s'] * 1e3:,.0f}–{t['first_response_max_s'] * 1e3:,.0f} ms"
+        rows.append(
+            f"| time from start to first response ≤ 0.5 s | tricorn {first * 1e3:,.0f} ms (median of "
+            f"{n} start{'s' if n > 1 else ''}, {spread}) | {first:.2f} s | {'met' if first <= 0.5 else 'NOT met'} |"
+        )
+    return rows
+
+
+def _p99_bars(ok) -> list[str]:
+    """hello-p99: tricorn's p99 against granian's at the same offered load (both must keep up)."""
+    t, g = ok("hello-p99", "tricorn"), ok("hello-p99", "granian")
+    if not (t and g):
+        return []
+    x = t["p99_ms"] / g["p99_ms"]
+    kept_up = all(r["rps"] >= P99_SUSTAINED * r["offered_rps"] for r in (t, g))
+    same_rate = t["offered_rps"] == g["offered_rps"]
+    if not same_rate:
+        verdict = "– (different offered loads)"
+    elif not kept_up:
+        verdict = "– (a server did not keep up with the offered load)"
+    else:
+        verdict = "met" if x <= 1 else "NOT met"
+    return [
+        f"| p99 latency at the same offered load ≤ granian's | p99 {t['p99_ms']:.3f} / {g['p99_ms']:.3f} ms "
+        f"(p99.9 {_num(t['p999_ms'], '.3f')} / {_num(g['p999_ms'], '.3f')} ms) at {t['offered_rps']:,} req/s "
+        f"offered | {x:.2f}× | {verdict} |"
+    ]
 
 
 def _bars(by: dict) -> list[str]:
@@ -1595,9 +1960,84 @@ def _bars(by: dict) -> list[str]:
             f"| hello-close ≥ 1.3× granian | {t['rps']:,.0f} / {g['rps']:,.0f} req/s, CPU/req "
             f"{_ratio(t['cpu_us_per_req'], g['cpu_us_per_req'])} | {x:.2f}× | {'met' if x >= 1.3 else 'NOT met'} |"
         )
+    rows += _pure_hyper_bars(ok) + _startup_bars(ok) + _p99_bars(ok)
     if not rows:
         return []
     return ["## Bars\n", "| bar | numbers | ratio | |", "|---|---|---:|---|"] + rows + [""]
+
+
+def _failed_row(server: str, r: dict, hdr: str) -> str:
+    """A table row for a failed cell: dashes, then the first and last line of its error."""
+    lines = [x.strip() for x in (r.get("error") or "failed").splitlines() if x.strip()]
+    err = lines[0][:150] + (f" … {lines[-1][:150]}" if len(lines) > 1 else "")
+    err = err.replace("|", "\\|")
+    cols = hdr.count("|") - 3
+    return f"| {server} | " + " | ".join(["–"] * cols) + f" | FAILED: {err} |"
+
+
+def _row_note(sc: Scenario, r: dict) -> str:
+    """The notes column: the row's warnings, and whether the pinning was verified."""
+    note = r.get("warning", "")
+    if sc.startup:
+        pinned_ok = r.get("affinity_ok")
+    else:
+        pinned_ok = r.get("affinity_start", {}).get("ok") and r.get("affinity_end", {}).get("ok")
+    if sc.pinned and not pinned_ok:
+        note = (note + "; " if note else "") + "PINNING NOT VERIFIED"
+    return note.replace("|", "/")
+
+
+def _ratio_rows(rows: list[tuple[str, dict]], keys: tuple[str, ...]) -> list[str]:
+    """`| tricorn / X | ... |` rows: tricorn's figure divided by each other server's, per key."""
+    t = dict(rows).get("tricorn")
+    if not t or not t["ok"]:
+        return []
+    return [
+        f"| tricorn / {s} | " + " | ".join(_ratio(t.get(k), r.get(k)) for k in keys) + " |"
+        for s, r in rows
+        if s != "tricorn" and r["ok"]
+    ]
+
+
+def _startup_table(sc: Scenario, rows: list[tuple[str, dict]]) -> list[str]:
+    """The startup scenario: time to the first response and idle memory, per server."""
+    hdr = "| server | first response | range | CPU by then | idle RSS | idle PSS | processes | notes |"
+    out = [hdr, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for s, r in rows:
+        if not r["ok"]:
+            out.append(_failed_row(s, r, hdr))
+            continue
+        out.append(
+            f"| {s} | {r['first_response_s'] * 1e3:,.0f} ms | {r['first_response_min_s'] * 1e3:,.0f}–"
+            f"{r['first_response_max_s'] * 1e3:,.0f} ms | {r['cpu_to_first_response_s'] * 1e3:,.0f} ms | "
+            f"{r['rss_idle_kb'] / 1024:.1f} MiB | {r['pss_idle_kb'] / 1024:.1f} MiB | {r['processes']} | "
+            f"{_row_note(sc, r)} |"
+        )
+    ratios = _ratio_rows(rows, ("first_response_s", "rss_idle_kb", "pss_idle_kb"))
+    if ratios:
+        out += ["", "| ratio | first response | idle RSS | idle PSS |", "|---|---:|---:|---:|"] + ratios
+    return out
+
+
+def _paced_table(sc: Scenario, rows: list[tuple[str, dict]]) -> list[str]:
+    """A paced scenario (hello-p99): latency percentiles at the offered load, per server."""
+    hdr = "| server | offered req/s | answered req/s | p50 | p99 | p99.9 | max | CPU µs/req | util | oha CPU | notes |"
+    out = [hdr, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for s, r in rows:
+        if not r["ok"]:
+            out.append(_failed_row(s, r, hdr))
+            continue
+        out.append(
+            f"| {s} | {r['offered_rps']:,} | {r['rps']:,.0f} | {_num(r['p50_ms'], '.3f')} ms | "
+            f"{_num(r['p99_ms'], '.3f')} ms | {_num(r['p999_ms'], '.3f')} ms | {_num(r['max_ms'], '.3f')} ms | "
+            f"{_num(r['cpu_us_per_req'], '.1f')} | {_num(r['cpu_util'], '.2f')} | "
+            f"{_num(r.get('oha_cpu_util'), '.2f')} | {_row_note(sc, r)} |"
+        )
+    ratios = _ratio_rows(rows, ("p99_ms", "p999_ms", "cpu_us_per_req"))
+    if ratios:
+        out += ["", "| ratio (<1 = tricorn lower) | p99 | p99.9 | CPU per request |", "|---|---:|---:|---:|"]
+        out += ratios
+    return out
 
 
 def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
@@ -1606,9 +2046,13 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     m, v = meta["machine"], meta["versions"]
     o = meta["options"]
     selected = [SCENARIO_BY_NAME[n] for n in o["scenarios"]]
-    has_h1 = any(sc.proto == "h1" for sc in selected)
+    has_h1 = any(load_kind(sc) == "wrk" for sc in selected)
     has_h2 = any(load_kind(sc) == "h2load" for sc in selected)
     has_oha = any(load_kind(sc) == "oha" for sc in selected)
+    has_oha_tls = any(load_kind(sc) == "oha" and not sc.paced for sc in selected)  # h2-tls-hello-oha, h3-hello
+    has_paced = any(sc.paced for sc in selected)
+    has_startup = any(sc.startup for sc in selected)
+    has_pure_hyper = "pure-hyper" in o["servers"] and any("pure-hyper" in sc.servers for sc in selected)
     has_niquests = any(load_kind(sc) == "niquests" for sc in selected)
     has_files = any(sc.file_bytes for sc in selected)
     has_ws = any(sc.proto == "ws" for sc in selected)
@@ -1644,7 +2088,9 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         L.append(f"- Load generator (HTTP/2 scenarios): {m.get('h2load', 'h2load')}")
     if has_oha:
         L.append(
-            f"- Load generator (`h2-tls-hello-oha`, `h3-hello`): {m.get('oha', 'oha')} built with HTTP/3 "
+            "- Load generator ("
+            + ", ".join(f"`{sc.name}`" for sc in selected if load_kind(sc) == "oha")
+            + f"): {m.get('oha', 'oha')} built with HTTP/3 "
             "support (`cargo install oha --locked --features http3`, see bench/README.md)"
         )
     if has_niquests:
@@ -1664,6 +2110,13 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         d = v.get(key, {})
         pk = ", ".join(f"{p} {d[p]}" for p in VERSION_PACKAGES if p in d)
         L.append(f"- {label}: Python {d.get('python', '?')}; {pk or d.get('error', '')}")
+    if has_pure_hyper:
+        d = v.get("pure_hyper", {})
+        pk = ", ".join(f"{p} {d[p]}" for p in ("hyper", "hyper-util", "tokio") if p in d)
+        L.append(
+            f"- pure-hyper (`bench/pure_hyper`, no Python): {pk or d.get('error', '?')} (current_thread "
+            f"runtime), {d.get('rustc', 'rustc ?')}"
+        )
     L.append("")
     L.append("## Method\n")
     L.append(
@@ -1716,7 +2169,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "uvicorn has no HTTP/2 and is left out. TLS: `bench/.certs/server.pem` / `server.key` "
             "(P-256, PKCS#8) from `certs/make-dev-certs.sh`, TLS 1.3 as negotiated by h2load."
         )
-    if has_oha:
+    if has_oha_tls:
         L.append(
             f"- `h3-hello` and `h2-tls-hello-oha`: the same tool for HTTP/3 and HTTP/2 over TLS, `oha "
             f"--http-version 3|2 --insecure --worker-threads 1 -c {o.get('h2_connections', 10)} "
@@ -1774,30 +2227,66 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             "permessage-deflate is off where there is a flag (granian has no compression). uvicorn "
             "uses its default WebSocket implementation (`--ws auto`: websockets' sans-I/O protocol)."
         )
+    if has_pure_hyper:
+        L.append(
+            "- `pure-hyper` (`hello`, `hello-close`): the physical limit of those rows, `bench/pure_hyper`: "
+            "hyper's HTTP/1.1 server on a tokio current_thread runtime (one thread, no Python, keep-alive, "
+            "TCP_NODELAY like tricorn) that answers every request with the very bytes of tricorn's "
+            "`bench.apps:hello` answer (status line, `server: tricorn`, content-type, content-length, "
+            "date, body: the check request compares them byte for byte with the date masked). Same "
+            "pinning and wrk command as the other servers; built by the harness with `cargo build "
+            "--release --manifest-path bench/pure_hyper/Cargo.toml`."
+        )
+    if has_paced:
+        L.append(
+            f"- `hello-p99`: the same offered load for every server, `oha --http-version 1.1 --worker-threads "
+            f"1 -c {o['connections']} -q {o.get('p99_rate', P99_RATE)} --latency-correction -z {o['duration']}s "
+            f"-w` pinned like wrk, after a {o['warmup']} s oha warm-up at the same rate: oha sends a request "
+            "every 1/rate s whether or not the earlier ones were answered (wrk cannot pace), and "
+            "`--latency-correction` counts each request from the time it was due, so a server that "
+            "falls behind shows the queueing as latency (no coordinated omission). p50 / p99 / p99.9 / "
+            "max are oha's over all requests of the run; with `--repeat` the run with the median p99 is "
+            f"shown. A server that answered fewer than {P99_SUSTAINED:.0%} of the offered requests did not "
+            "keep up (flagged in notes, and such a row does not count for the bar)."
+        )
+    if has_startup:
+        L.append(
+            f"- `startup`: no load. The server (the `hello` command line, pinned) is started "
+            f"{o.get('startup_runs', 5)} times; each time the harness (itself on CPU {LOADGEN_CPU}) "
+            f"connects and sends `GET /` every {STARTUP_POLL * 1e3:.0f} ms from the moment it spawns the "
+            "process until the first right answer (200, hello body): `first response` is that time, "
+            "median (and range) of the starts; `CPU` is the server's CPU time by then. Then "
+            f"{STARTUP_IDLE_REQUESTS} more requests, {STARTUP_IDLE_SLEEP:.0f} s idle, and the RSS (VmRSS) "
+            "and PSS (shared pages counted once, from smaps_rollup) of the whole process tree "
+            "(granian: supervisor + worker), medians of the starts."
+        )
     L.append(
         "- Ratios: `tricorn / X` for req/s (>1 = tricorn faster) and for CPU per request (<1 = tricorn cheaper).\n"
     )
     L.append("### Command lines\n")
     L.append("```")
-    if has_h1:
+    if has_h1 or has_startup:
         for s in meta["options"]["servers"]:
-            if s not in H1_SERVERS:
+            if s not in H1_SERVERS and not (s == "pure-hyper" and has_pure_hyper):
                 continue
-            L.append(f"# {s}")
+            L.append(f"# {s}" + (" (hello, hello-close; no app: the hello bytes)" if s == "pure-hyper" else ""))
             L.append(f"taskset -c {SERVER_CPU} " + shlex.join(server_command(s, "bench.apps:APP", 8000)))
+    if has_h1:
         L.append("# load (POST echo adds -s bench/post.lua; hello-close adds -H 'Connection: close')")
         L.append(
             f"taskset -c {LOADGEN_CPU} wrk -t{meta['options']['threads']} "
             f"-c{meta['options']['connections']} -d{meta['options']['duration']}s "
             f"--timeout 10s --latency http://127.0.0.1:PORT/PATH"
         )
+    if has_startup:
+        L.append("# startup: the same server commands with bench.apps:hello, no load (connect + GET / polling)")
     if has_files:
         L.append("# file-50k / file-10m: the same servers with bench.apps:files and BENCH_FILES_DIR=<temp dir>")
     first = True
     for sc in selected:
         if load_kind(sc) not in ("h2load", "oha", "niquests"):
             continue
-        if has_h1 or not first:
+        if has_h1 or has_startup or not first:
             L.append("")
         first = False
         L.append(f"# ---- {sc.name} ----")
@@ -1814,7 +2303,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             )
             lcmd[0] = "h2load"
         elif kind == "oha":
-            lcmd = oha_command(sc, 8000, o["duration"], o.get("h2_connections", 10), o.get("h2_streams", 10))
+            lcmd = oha_command(sc, 8000, o["duration"], *oha_load(sc, o))
             lcmd[0] = "oha"
         else:
             lcmd = h3_load_command(
@@ -1830,7 +2319,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             lcmd = [x.replace(str(ROOT) + "/", "") for x in lcmd]
         L.append(f"taskset -c {LOADGEN_CPU} " + shlex.join(lcmd).replace(":8000", ":PORT").replace(" 8000", " PORT"))
     if has_ws:
-        if has_h1 or not first:
+        if has_h1 or has_startup or not first:
             L.append("")
         L.append("# ---- ws-echo ----")
         for s in meta["options"]["servers"]:
@@ -1845,7 +2334,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
     L.append("```")
     L.append(
         "Servers run with cwd = repo root and `PYTHONPATH=<repo root>`. "
-        "Exact per-run command lines are in `results.json` (`server_cmd`, `wrk_cmd`"
+        "Exact per-run command lines are in `results.json` (`server_cmd`"
+        + (", `wrk_cmd`" if has_h1 else "")
         + (", `h2load_cmd`" if has_h2 else "")
         + (", `oha_cmd`" if has_oha else "")
         + (", `h3_load_cmd`" if has_niquests else "")
@@ -1869,6 +2359,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                 "ws": f", {o.get('ws_connections', 16)} connections × 32-byte text ping-pong, `bench/ws_load.py`",
             }[sc.proto]
             + {"h2load": ", h2load", "oha": ", oha", "niquests": ", niquests (`bench/h3_load.py`)"}.get(kind, "")
+            + (f" -q {o.get('p99_rate', P99_RATE):,} (latency corrected), HTTP/1.1" if sc.paced else "")
+            + (f", no load: {o.get('startup_runs', 5)} starts per server" if sc.startup else "")
             + "".join(
                 f"; {x} has no HTTP/{3 if sc.proto == 'h3' else 2} (not run)"
                 for x in ("uvicorn", "granian")
@@ -1877,6 +2369,10 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             + "\n"
         )
         L += _measured_lines(sc, [by[(sc.name, s)] for s in o["servers"] if (sc.name, s) in by])
+        if sc.startup or sc.paced:
+            rows = [(s, by[(sc.name, s)]) for s in o["servers"] if (sc.name, s) in by]
+            L += (_startup_table if sc.startup else _paced_table)(sc, rows) + [""]
+            continue
         h2 = kind == "h2load"
         ws = kind == "ws"
         client_cols = kind in ("ws", "niquests", "oha")  # client CPU column
@@ -1909,11 +2405,7 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             if r is None:
                 continue
             if not r["ok"]:
-                lines = [x.strip() for x in (r.get("error") or "failed").splitlines() if x.strip()]
-                err = lines[0][:150] + (f" … {lines[-1][:150]}" if len(lines) > 1 else "")
-                err = err.replace("|", "\\|")
-                cols = hdr.count("|") - 3
-                L.append(f"| {s} | " + " | ".join(["–"] * cols) + f" | FAILED: {err} |")
+                L.append(_failed_row(s, r, hdr))
                 continue
             if h2:
                 row = (
@@ -1942,14 +2434,11 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
                     f" | {r['rss_before_kb'] / 1024:.1f} MiB | {r['rss_after_kb'] / 1024:.1f} MiB"
                     f" | {r['rss_hwm_after_kb'] / 1024:.1f} MiB |"
                 )
-            note = r.get("warning", "")
-            if sc.pinned and not (r.get("affinity_start", {}).get("ok") and r.get("affinity_end", {}).get("ok")):
-                note = (note + "; " if note else "") + "PINNING NOT VERIFIED"
-            row += f" {note.replace('|', '/')} |"
+            row += f" {_row_note(sc, r)} |"
             L.append(row)
         t = by.get((sc.name, "tricorn"))
         ratios = []
-        for peer in [x for x in ("granian", "uvicorn", "hypercorn") if x in sc.servers]:
+        for peer in [x for x in ("granian", "uvicorn", "hypercorn", "pure-hyper") if x in sc.servers]:
             p = by.get((sc.name, peer))
             if t and p and t["ok"] and p["ok"]:
                 ratios.append(
@@ -2010,6 +2499,18 @@ def parse_args(argv=None):
         help="h3-hello-niquests --h3-client-mode mux: requests in flight (default 50)",
     )
     ap.add_argument(
+        "--p99-rate",
+        type=int,
+        default=P99_RATE,
+        help=f"hello-p99: offered load in req/s (oha -q), the same for every server (default {P99_RATE})",
+    )
+    ap.add_argument(
+        "--startup-runs",
+        type=int,
+        default=5,
+        help="startup: starts per server; the row shows the medians (default 5)",
+    )
+    ap.add_argument(
         "--merge",
         action="store_true",
         help="keep the cells of the existing results.json that this run does not measure "
@@ -2032,6 +2533,7 @@ def parse_args(argv=None):
     args.duration = max(1, int(round(args.duration)))
     args.warmup = max(1, int(round(args.warmup)))
     args.repeat = max(1, args.repeat)
+    args.startup_runs = max(1, args.startup_runs)
     return args
 
 
@@ -2092,7 +2594,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
     selected = [SCENARIO_BY_NAME[n] for n in args.scenarios]
-    if any(sc.proto == "h1" for sc in selected) and not os.path.exists(WRK):
+    if any(load_kind(sc) == "wrk" for sc in selected) and not os.path.exists(WRK):
         print("wrk not found (apt-get install wrk)", file=sys.stderr)
         return 2
     if any(load_kind(sc) == "oha" for sc in selected) and not os.path.exists(OHA):
@@ -2111,8 +2613,13 @@ def main(argv=None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
 
     skip: dict[str, str] = {}
-    if not args.no_install and any(s != "tricorn" for s in args.servers):
+    if not args.no_install and any(s in PEER_SERVERS for s in args.servers):
         ensure_peers_venv()
+    if "pure-hyper" in args.servers and any("pure-hyper" in sc.servers for sc in selected):
+        problem = ensure_pure_hyper()
+        if problem:
+            skip["pure-hyper"] = problem  # reported in the results, not fatal
+            log(f"pure-hyper will be reported as failed: {problem}")
     if "tricorn" in args.servers:
         if args.no_install:
             py = MAIN_VENV / "bin" / "python"
@@ -2135,7 +2642,11 @@ def main(argv=None) -> int:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "argv": shlex.join(["bench/run.py"] + (sys.argv[1:] if argv is None else list(argv))),
         "machine": machine_info(),
-        "versions": {"main": venv_versions(MAIN_VENV), "peers": venv_versions(PEERS_VENV)},
+        "versions": {
+            "main": venv_versions(MAIN_VENV),
+            "peers": venv_versions(PEERS_VENV),
+            "pure_hyper": pure_hyper_versions(),
+        },
         "options": {
             "scenarios": args.scenarios,
             "servers": args.servers,
@@ -2151,6 +2662,8 @@ def main(argv=None) -> int:
             "h3_client_mode": args.h3_client_mode,
             "h3_client_procs": args.h3_client_procs,
             "h3_client_inflight": args.h3_client_inflight,
+            "p99_rate": args.p99_rate,
+            "startup_runs": args.startup_runs,
         },
         "access_log": "off for all servers",
         "workers": 1,
@@ -2178,8 +2691,9 @@ def main(argv=None) -> int:
                     "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                     "tricorn_git": meta["machine"].get("tricorn_git"),
                     "loadavg": _loadavg(),
-                    "repeat": args.repeat,
-                    "aggregate": "median" if args.repeat > 1 else "single",
+                    # startup: the row is the median of --startup-runs starts
+                    "repeat": args.startup_runs if sc.startup else args.repeat,
+                    "aggregate": "median" if (args.startup_runs if sc.startup else args.repeat) > 1 else "single",
                 }
                 if problem:
                     runs.append(
