@@ -7,7 +7,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
 
 .PHONY: run run-tls test build venv system-deps lint format test-rust test-python test-pythons bench clean docs \
-	fuzz idle-connections soak
+	fuzz idle-connections soak bench-plots
 
 run: build
 	@echo "Serving examples/hello.py on http://127.0.0.1:8000 (Ctrl+C to stop)"
@@ -63,8 +63,16 @@ test-python: build
 test-pythons:
 	scripts/test-other-pythons.sh
 
+# bench/run.py installs what it needs into .venv when missing (fastapi, uvloop, matplotlib for
+# bench/plots.py) and the other servers into bench/.venv-peers; it writes bench/RESULTS.md,
+# bench/results.json and the charts in docs/performance/.
 bench: build
 	$(PY) bench/run.py
+
+# Re-draw the charts of docs/performance/ from bench/results.json.
+bench-plots: venv
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
+	$(PY) bench/plots.py
 
 # Fuzzing (not part of `make test`): each target in fuzz/ for FUZZ_SECONDS with libFuzzer, via
 # cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP lets it use the nightly-only flags).

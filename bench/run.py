@@ -36,6 +36,10 @@ ROOT = BENCH.parent
 MAIN_VENV = ROOT / ".venv"
 PEERS_VENV = BENCH / ".venv-peers"
 PEER_PACKAGES = ["uvicorn[standard]", "granian", "fastapi", "hypercorn[h3]"]  # [h3]: aioquic
+# into the tricorn venv: fastapi for the fastapi scenario, uvloop for --loop uvloop, matplotlib for plots.py
+MAIN_PACKAGES = ["fastapi", "uvloop", "matplotlib"]
+PLOTS = BENCH / "plots.py"
+DOCS_PLOTS = ROOT / "docs" / "performance"  # where plots.py draws when the report goes to bench/
 VERSION_PACKAGES = [
     "tricorn",
     "uvicorn",
@@ -1676,18 +1680,27 @@ def ensure_certs() -> str | None:
     return None
 
 
-def ensure_main_venv() -> str | None:
-    """fastapi (+ uvloop for --loop uvloop) into the tricorn venv; returns a problem or None."""
+def install_into_main_venv(packages: list[str]) -> str | None:
+    """pip install those of `packages` (import name = package name) the tricorn venv lacks;
+    returns a problem or None."""
     py = MAIN_VENV / "bin" / "python"
     if not py.exists():
         return f"{py} does not exist"
-    missing = [m for m in ("fastapi", "uvloop") if sh([str(py), "-c", f"import {m}"]).returncode != 0]
+    missing = [m for m in packages if sh([str(py), "-c", f"import {m}"]).returncode != 0]
     if missing:
         log(f"installing {' '.join(missing)} into {MAIN_VENV}")
         r = sh([str(py), "-m", "pip", "install", "-q"] + missing, timeout=1800)
         if r.returncode != 0:
             return f"pip install {missing} into {MAIN_VENV} failed: {r.stderr[-500:]}"
-    if sh([str(py), "-c", "import tricorn"]).returncode != 0:
+    return None
+
+
+def ensure_main_venv() -> str | None:
+    """MAIN_PACKAGES into the tricorn venv, and tricorn importable; returns a problem or None."""
+    problem = install_into_main_venv(MAIN_PACKAGES)
+    if problem:
+        return problem
+    if sh([str(MAIN_VENV / "bin" / "python"), "-c", "import tricorn"]).returncode != 0:
         return "tricorn is not importable from .venv (run maturin develop first)"
     return None
 
@@ -1728,6 +1741,26 @@ def pure_hyper_versions() -> dict:
     except OSError:
         pass
     return out
+
+
+def render_plots(results: Path, out_dir: Path, install: bool) -> None:
+    """Draw the charts of `results` into `out_dir` with bench/plots.py, run by the tricorn venv's
+    Python (matplotlib installed there if missing, unless --no-install); one line if skipped."""
+    py = MAIN_VENV / "bin" / "python"
+    if not py.exists():
+        log(f"plots skipped: {py} does not exist")
+        return
+    if sh([str(py), "-c", "import matplotlib"]).returncode != 0:
+        problem = install_into_main_venv(["matplotlib"]) if install else f"no matplotlib in {MAIN_VENV} (--no-install)"
+        if problem:
+            log(f"plots skipped: {problem}")
+            return
+    r = sh([str(py), str(PLOTS), "--results", str(results), "--out", str(out_dir)], timeout=600)
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        log(f"plots skipped: bench/plots.py failed: {lines[-1] if lines else f'exit {r.returncode}'}")
+        return
+    log(f"wrote the charts into {out_dir}")
 
 
 _VERSIONS_SNIPPET = """
@@ -2519,8 +2552,16 @@ def parse_args(argv=None):
     ap.add_argument("--start-timeout", type=float, default=30)
     ap.add_argument("--out", type=Path, default=BENCH, help="directory for RESULTS.md / results.json (default bench/)")
     ap.add_argument(
-        "--no-install", action="store_true", help="do not create/install the peers venv or fastapi into .venv"
+        "--no-install",
+        action="store_true",
+        help="do not create/install the peers venv, or fastapi, uvloop and matplotlib into .venv",
     )
+    ap.add_argument(
+        "--plots",
+        type=Path,
+        help="directory for the charts of bench/plots.py (default docs/performance, or DIR/performance with --out DIR)",
+    )
+    ap.add_argument("--no-plots", action="store_true", help="do not draw the charts")
     args = ap.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -2534,6 +2575,8 @@ def parse_args(argv=None):
     args.warmup = max(1, int(round(args.warmup)))
     args.repeat = max(1, args.repeat)
     args.startup_runs = max(1, args.startup_runs)
+    if args.plots is None:
+        args.plots = DOCS_PLOTS if args.out.resolve() == BENCH else args.out / "performance"
     return args
 
 
@@ -2715,6 +2758,10 @@ def main(argv=None) -> int:
             shutil.rmtree(FILES_DIR, ignore_errors=True)
     report()
     log(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}")
+    if args.no_plots:
+        log("plots skipped: --no-plots")
+    else:
+        render_plots(args.out / "results.json", args.plots, install=not args.no_install)
     failed = [f"{r['scenario']}/{r['server']}" for r in runs if not r["ok"]]
     if failed:
         log(f"failed runs (reported in RESULTS.md): {', '.join(failed)}")
