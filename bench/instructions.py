@@ -2,14 +2,14 @@
 instruction whatever else the machine does, unlike requests/s).
 
 Usage: .venv/bin/python bench/instructions.py [--requests 4000] [--connections 16] [--top 25]
-       [--breakdown [--user-us 7.4]] [--access-log] [--loop asyncio] [--keep FILE]
+       [--breakdown] [--access-log] [--loop asyncio] [--keep FILE]
 
 The server runs under `valgrind --tool=callgrind`; counters are zeroed after a warm-up, then
 h2load sends exactly N HTTP/1.1 requests, and the dump is read: user-space instructions per
 request in total, per shared object, and the functions with the largest self cost.
-`--breakdown` adds the stages of a request (STAGES below: inclusive costs of their entry
-functions, each less its sub-stages), `--user-us` scales them to microseconds. Kernel time
-(system calls) is not counted: see `perf` or `strace -c` for those (docs/performance.md).
+`--breakdown` adds the stages of a request (bench/stages.py: inclusive costs of their entry
+functions, each less its sub-stages). Kernel time (system calls) is not counted:
+bench/perf_breakdown.py gives the same stages in microseconds, kernel included.
 """
 
 from __future__ import annotations
@@ -23,94 +23,18 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from callgrind import Profile, read_profile
+from stages import print_rows, stage_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A part of a request: the inclusive cost of the functions `entry` (a regular expression)
-    finds, less the cost of its sub-stages. A stage whose entry is not in the profile (another
-    loop, inlined by another build) hands its sub-stages to its parent."""
-
-    label: str
-    entry: str
-    children: tuple[Stage, ...] = ()
-
-
-STAGES = Stage(
-    "event loop iteration (libuv, epoll_wait; asyncio: _run_once) and what callgrind cannot place",
-    "",
-    (
-        Stage(
-            "Rust runtime: drive() (epoll events, executor, hyper's connection task)",
-            r"^_tricorn::runtime::Runtime::drive$",
-            (
-                Stage("hyper: read the socket, parse the request head", r"Conn<I,B,T>::poll_read_head$"),
-                Stage(
-                    "hand-off to Python: service, exchange, receive/send, app_runner()",
-                    r"^_tricorn::asgi::service::AsgiService::handle$",
-                    (
-                        Stage(
-                            "request checks (Host, target, transfer codings)",
-                            r"^_tricorn::request_checks::check_http1$",
-                        ),
-                        Stage("scope dict", r"^_tricorn::asgi::scope::ScopeTemplate::build$"),
-                        Stage(
-                            "asyncio.Task creation (Task.__init__, call_soon)",
-                            r"^_tricorn::asgi::task::TaskSpawner::spawn$",
-                        ),
-                    ),
-                ),
-                Stage(
-                    "hyper: encode the response, write the socket",
-                    r"Dispatcher<D,Bs,I,T>::poll_write$|Buffered<T,B>::poll_flush$",
-                ),
-            ),
-        ),
-        Stage(
-            "event loop: ready callbacks (uvloop Loop._on_idle)",
-            r"Loop__on_idle$",
-            (
-                Stage(
-                    "task step: app_runner() and the app's bytecode",
-                    r"^task_step_impl$",
-                    (Stage("send(): ASGI messages into Rust, response queued", r"Send::__pymethod___call____$"),),
-                ),
-            ),
-        ),
-    ),
-)
-
-
-Row = tuple[int, str, int]  # depth, label, own cost
-
-
-def stage_rows(profile: Profile, stage: Stage, depth: int = 0) -> tuple[list[Row], int]:
-    """The rows of `stage` and its sub-stages (depth first) and the stage's inclusive cost; the
-    root (no entry) costs the profile's total."""
-    found = profile.matching(stage.entry) if stage.entry else []
-    if stage.entry and not found:  # hand the sub-stages to the parent
-        lifted = [stage_rows(profile, child, depth) for child in stage.children]
-        return [row for rows, _ in lifted for row in rows], sum(cost for _, cost in lifted)
-    below = [stage_rows(profile, child, depth + 1) for child in stage.children]
-    inclusive = sum(profile.inclusive(name) for name in found) if stage.entry else profile.total
-    inner = sum(cost for _, cost in below)
-    return [(depth, stage.label, inclusive - inner), *(row for rows, _ in below for row in rows)], inclusive
-
-
-def print_breakdown(profile: Profile, requests: int, user_us: float | None) -> None:
-    rows, _ = stage_rows(profile, STAGES)
-    scale = f"{'µs':>7}" if user_us else ""
-    print(f"\nstages (own cost; a sub-stage is indented below its parent):\n  {'instr':>7}  {'share':>6}{scale}  stage")
-    for depth, label, cost in rows:
-        share = cost / profile.total
-        micro = f"{share * user_us:7.2f}" if user_us else ""
-        print(f"  {cost / requests:7,.0f}  {share:6.1%}{micro}  {'  ' * depth}{label}")
+def print_breakdown(profile: Profile, requests: int) -> None:
+    rows, _ = stage_rows(profile)
+    print("\nstages:")
+    print_rows(rows, profile.total, 1 / requests, "instr", 0)
 
 
 def free_port() -> int:
@@ -169,9 +93,6 @@ def main() -> None:
     parser.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
     parser.add_argument("--access-log", action="store_true", help="keep the access log on (it goes to /dev/null)")
     parser.add_argument("--breakdown", action="store_true", help="print the stages of a request (STAGES)")
-    parser.add_argument(
-        "--user-us", type=float, help="measured user-space CPU µs per request: --breakdown shows µs per stage too"
-    )
     parser.add_argument("--keep", type=Path, help="copy the callgrind dump here (callgrind_annotate, kcachegrind)")
     args = parser.parse_args()
 
@@ -189,7 +110,7 @@ def main() -> None:
     for name, cost in profile.self_by_fn.most_common(args.top):
         print(f"  {cost / n:9,.0f}  {name[:110]}")
     if args.breakdown:
-        print_breakdown(profile, n, args.user_us)
+        print_breakdown(profile, n)
 
 
 if __name__ == "__main__":
