@@ -2,13 +2,15 @@
 
 Usage: .venv/bin/python bench/plots.py [--results bench/results.json] [--out docs/performance]
 
-Writes four PNGs into the output directory:
+Writes these PNGs into the output directory:
 
 - `requests-per-second.png`: req/s (ws-echo: messages/s) per scenario, one bar per server;
 - `cpu-per-request.png`: server CPU µs per request (ws-echo: per message), lower is better;
 - `latency-hello.png`: wrk's p50/p75/p90/p99 of the `hello` scenario per server;
 - `latency.png`: per scenario, the latency figures its load generator gives (wrk: p50-p99;
-  oha, niquests, ws_load.py: p50, p99; h2load: mean, max), log scale.
+  oha, niquests, ws_load.py: p50, p99, p99.9 at a paced load; h2load: mean, max), log scale;
+- `startup.png` (when the results have the `startup` scenario): time to the first response,
+  idle RSS and PSS per server.
 
 bench/run.py calls `render()` through this script after writing RESULTS.md.
 """
@@ -29,8 +31,14 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-SERVER_COLORS = {"tricorn": "#d62728", "granian": "#1f77b4", "uvicorn": "#2ca02c", "hypercorn": "#9467bd"}
-PERCENTILES = ("p50", "p75", "p90", "p99")
+SERVER_COLORS = {
+    "tricorn": "#d62728",
+    "granian": "#1f77b4",
+    "uvicorn": "#2ca02c",
+    "hypercorn": "#9467bd",
+    "pure-hyper": "#7f7f7f",  # hyper without Python: the limit, not a competitor
+}
+PERCENTILES = {"p50": "p50", "p75": "p75", "p90": "p90", "p99": "p99", "p999": "p99.9"}
 DPI = 100
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: re-renders differ only if the chart does
 
@@ -71,7 +79,7 @@ def short(value: float) -> str:
 def latency_figures(run: Run) -> list[tuple[str, float]]:
     """(label, ms) pairs the run has: percentiles where the load generator gives them (wrk:
     p50-p99, others p50 and p99), else h2load's mean and max."""
-    figures = [(p, run[f"{p}_ms"]) for p in PERCENTILES if run.get(f"{p}_ms") is not None]
+    figures = [(label, run[f"{p}_ms"]) for p, label in PERCENTILES.items() if run.get(f"{p}_ms") is not None]
     if figures:
         return figures
     return [(k, run[f"{k}_ms"]) for k in ("mean", "max") if run.get(f"{k}_ms") is not None]
@@ -121,7 +129,18 @@ def save(fig: plt.Figure, path: Path, top: float = 1.0) -> Path:
     return path
 
 
+def having(scenarios: dict[str, list[Run]], key: str, paced: bool = True) -> dict[str, list[Run]]:
+    """The scenarios with `key` in a run; `paced=False` leaves out those at a fixed offered load
+    (hello-p99), whose req/s is the load generator's rate, not the server's."""
+    return {
+        name: runs
+        for name, runs in scenarios.items()
+        if any(r.get(key) is not None for r in runs) and (paced or not any("offered_rps" in r for r in runs))
+    }
+
+
 def throughput_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path:
+    scenarios = having(scenarios, "rps", paced=False)
     fig, axes = panel_grid(len(scenarios))
     for ax, (name, runs) in zip(axes, scenarios.items(), strict=True):
         unit = "messages/s" if name.startswith("ws-") else "requests/s"
@@ -131,6 +150,7 @@ def throughput_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out:
 
 
 def cpu_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path:
+    scenarios = having(scenarios, "cpu_us_per_req")
     fig, axes = panel_grid(len(scenarios))
     for ax, (name, runs) in zip(axes, scenarios.items(), strict=True):
         unit = "CPU µs / message" if name.startswith("ws-") else "CPU µs / request"
@@ -182,6 +202,7 @@ def hello_latency_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], o
 
 
 def latency_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path:
+    scenarios = {name: runs for name, runs in scenarios.items() if any(latency_figures(r) for r in runs)}
     fig, axes = panel_grid(len(scenarios))
     for ax, (name, runs) in zip(axes, scenarios.items(), strict=True):
         grouped_latency(ax, runs, log_scale=True)
@@ -193,8 +214,35 @@ def latency_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Pa
         if any(r["server"] == server for runs in scenarios.values() for r in runs)
     }
     fig.legend(handles.values(), handles.keys(), loc="upper right", fontsize=8, frameon=False, ncol=len(handles))
-    figure_title(fig, "Latency under full load (lower is better; h2load gives mean and max only)", meta)
+    paced = [name for name, runs in scenarios.items() if any("offered_rps" in r for r in runs)]
+    at = f"at full load ({', '.join(paced)}: at a fixed rate)" if paced else "at full load"
+    figure_title(fig, f"Latency {at}, lower is better; h2load gives mean and max only", meta)
     return save(fig, out / "latency.png", top=0.96)
+
+
+def startup_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path | None:
+    """The startup scenario: time to the first response and idle memory per server."""
+    runs = scenarios.get("startup", [])
+    if not any(r.get("ok") for r in runs):
+        return None
+    runs = [
+        dict(
+            r,
+            first_response_ms=r["first_response_s"] * 1e3,
+            rss_idle_mib=r["rss_idle_kb"] / 1024,
+            pss_idle_mib=r["pss_idle_kb"] / 1024,
+        )
+        if r.get("ok")
+        else r
+        for r in runs
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.2), squeeze=False)
+    panels = (("time to the first response", "first_response_ms", "ms"),
+              ("idle RSS", "rss_idle_mib", "MiB"), ("idle PSS", "pss_idle_mib", "MiB"))  # fmt: skip
+    for ax, (title, key, unit) in zip(axes[0], panels, strict=True):
+        bar_panel(ax, title, runs, key, unit)
+    figure_title(fig, "Startup, one worker (lower is better)", meta)
+    return save(fig, out / "startup.png")
 
 
 def render(results_json_path: Path | str, out_dir: Path | str) -> list[Path]:
@@ -207,6 +255,7 @@ def render(results_json_path: Path | str, out_dir: Path | str) -> list[Path]:
         cpu_chart(meta, scenarios, out),
         hello_latency_chart(meta, scenarios, out),
         latency_chart(meta, scenarios, out),
+        startup_chart(meta, scenarios, out),
     ]
     return [path for path in written if path is not None]
 
