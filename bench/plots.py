@@ -139,8 +139,10 @@ def having(scenarios: dict[str, list[Run]], key: str, paced: bool = True) -> dic
     }
 
 
-def throughput_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path:
+def throughput_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path | None:
     scenarios = having(scenarios, "rps", paced=False)
+    if not scenarios:
+        return None
     fig, axes = panel_grid(len(scenarios))
     for ax, (name, runs) in zip(axes, scenarios.items(), strict=True):
         unit = "messages/s" if name.startswith("ws-") else "requests/s"
@@ -149,8 +151,10 @@ def throughput_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out:
     return save(fig, out / "requests-per-second.png")
 
 
-def cpu_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path:
+def cpu_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path | None:
     scenarios = having(scenarios, "cpu_us_per_req")
+    if not scenarios:
+        return None
     fig, axes = panel_grid(len(scenarios))
     for ax, (name, runs) in zip(axes, scenarios.items(), strict=True):
         unit = "CPU µs / message" if name.startswith("ws-") else "CPU µs / request"
@@ -201,8 +205,10 @@ def hello_latency_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], o
     return save(fig, out / "latency-hello.png")
 
 
-def latency_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path:
+def latency_chart(meta: dict[str, Any], scenarios: dict[str, list[Run]], out: Path) -> Path | None:
     scenarios = {name: runs for name, runs in scenarios.items() if any(latency_figures(r) for r in runs)}
+    if not scenarios:
+        return None
     fig, axes = panel_grid(len(scenarios))
     for ax, (name, runs) in zip(axes, scenarios.items(), strict=True):
         grouped_latency(ax, runs, log_scale=True)
