@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use slab::Slab;
 
 use crate::asgi::awaitable::Done;
+use crate::asgi::plain_access_log::PlainAccessLog;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::task::TaskSpawner;
 use crate::connection::{self, Protocols};
@@ -54,6 +55,8 @@ pub(crate) struct ServerState {
     /// `loop.create_future`
     pub(crate) create_future: Py<PyAny>,
     pub(crate) access_logger: Py<PyAny>,
+    /// Default access lines written without `logging`, while the logger allows it.
+    pub(crate) plain_access_log: Option<PlainAccessLog>,
     pub(crate) error_logger: Py<PyAny>,
     /// Lifespan state, shallow-copied into each scope.
     pub(crate) lifespan_state: Py<PyDict>,
@@ -226,6 +229,7 @@ impl NativeServer {
             task_spawner: TaskSpawner::new(py, event_loop)?,
             create_future: event_loop.getattr(intern!(py, "create_future"))?.unbind(),
             access_logger: get("access_logger")?,
+            plain_access_log: plain_access_log(settings)?,
             error_logger: get("error_logger")?,
             lifespan_state: get("state")?.bind(py).cast::<PyDict>()?.clone().unbind(),
             scope_template,
@@ -284,8 +288,12 @@ impl NativeServer {
     }
 
     /// Run ready I/O, timers and tasks; never blocks.
-    fn drive(&self) -> PyResult<()> {
-        self.runtime.drive().map_err(PyErr::from)
+    fn drive(&self, py: Python<'_>) -> PyResult<()> {
+        self.runtime.drive()?;
+        match &self.state.plain_access_log {
+            Some(log) => log.flush(py),
+            None => Ok(()),
+        }
     }
 
     /// Stop accepting; the open connections go on as before.
@@ -393,4 +401,17 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.state.forget_connection(self.key);
     }
+}
+
+/// The writer of default access lines, when the Python side found the access logger in its
+/// default configuration (`access_log_handler` is its handler, else `None`).
+fn plain_access_log(settings: &Bound<'_, PyDict>) -> PyResult<Option<PlainAccessLog>> {
+    let py = settings.py();
+    let handler = settings.get_item(intern!(py, "access_log_handler"))?.filter(|h| !h.is_none());
+    let (Some(handler), Some(logger), Some(phrases)) =
+        (handler, settings.get_item(intern!(py, "access_logger"))?, settings.get_item(intern!(py, "http_phrases"))?)
+    else {
+        return Ok(None);
+    };
+    PlainAccessLog::new(&logger, &handler, phrases.cast::<PyDict>()?).map(Some)
 }

@@ -1,5 +1,6 @@
 """Logging: startup lines, access log in uvicorn's format, tracebacks."""
 
+import logging
 import re
 
 import httpx
@@ -38,6 +39,31 @@ def test_access_line_http10_and_status_phrase(srv):
         assert c.read_response().status == 404
     line = rf'INFO:\s+127\.0\.0\.1:{local_port} - "POST /status\?code=404 HTTP/1\.0" 404 Not Found'
     wait_until(lambda: re.search(line, srv.stdout), 10, message=f"access line {line}:\n{srv.output}")
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="compares with tricorn's AccessFormatter")
+@pytest.mark.parametrize("code", [200, 418, 422, 599])
+def test_access_line_is_what_the_formatter_writes(srv, code):
+    """Default lines are written by the server itself: byte for byte what `AccessFormatter` makes of them."""
+    from tricorn.logging import ACCESS_FORMAT, AccessFormatter
+
+    with RawClient(port=srv.port) as c:
+        local_port = c.sock.getsockname()[1]
+        assert c.request("GET", f"/status?code={code}").status == code
+    args = (f"127.0.0.1:{local_port}", "GET", f"/status?code={code}", "1.1", code)
+    record = logging.LogRecord("tricorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', args, None)
+    expected = AccessFormatter(fmt=ACCESS_FORMAT, use_colors=False).format(record) + "\n"
+    wait_until(lambda: expected in srv.stdout, 10, message=f"{expected!r} in stdout:\n{srv.stdout}")
+
+
+def test_access_log_follows_logging_changes_at_run_time(start_server):
+    s = start_server("tests.apps.access_filter:app")
+    for path in ("/before", "/quiet", "/secret", "/after"):
+        assert httpx.get(s.url + path, timeout=10).status_code == 200
+    wait_until(lambda: '"GET /after HTTP/1.1" 200' in s.stdout, 10, message=f"access lines:\n{s.output}")
+    assert '"GET /before HTTP/1.1" 200' in s.stdout
+    assert '"GET /quiet HTTP/1.1" 200' in s.stdout
+    assert "/secret" not in s.stdout, "a filter added at run time must apply"
 
 
 def test_access_line_keeps_raw_path(srv):

@@ -15,6 +15,8 @@ class NativeServer:
     s; 0 disables all but the first), limit_concurrency, limit_connections, limit_request_body,
     h1_max_head_size (int | None),
     access_log (bool), access_log_format (str | None), access_logger, error_logger (logging.Logger),
+    access_log_handler (logging.Handler | None: the access handler whose stream default lines may be written
+    to directly), http_phrases (dict[int, str]: reason phrases),
     proxy_headers (bool), forwarded_allow_ips (list[str]), state (dict), reset_contextvars (bool), http
     ("auto" | "h1" | "h2"), http2 (dict), tls (dict | None), ws (bool), ws_settings (dict), http3 (dict | None:
     the `--http3-*` knobs and worker_tag), alt_svc (str | None: None derives it from the UDP port, "" turns it

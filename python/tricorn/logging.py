@@ -172,6 +172,34 @@ class AccessFormatter(ColourizedFormatter):
         return super().formatMessage(recordcopy)
 
 
+ACCESS_FORMAT = LOGGING_CONFIG["formatters"]["access"]["fmt"]
+
+
+def plain_access_handler(logger: logging.Logger) -> logging.Handler | None:
+    """The access logger's handler if the server may write default access lines to its stream itself.
+
+    That is the default configuration without colours: one plain `StreamHandler` (not a subclass, which may
+    emit differently) with `AccessFormatter` and the default format, no filters, records not propagated.
+    The server checks before each line that this still holds and goes through `logging` otherwise.
+    """
+    if len(logger.handlers) != 1 or logger.filters or logger.propagate:
+        return None
+    handler = logger.handlers[0]
+    formatter = handler.formatter
+    plain = (
+        type(handler) is logging.StreamHandler
+        and handler.terminator == "\n"
+        and not handler.filters
+        and type(formatter) is AccessFormatter
+        and not formatter.use_colors
+        and formatter._fmt == ACCESS_FORMAT
+        and isinstance(formatter._style, logging.PercentStyle)
+    )
+    return handler if plain else None
+
+
+HTTP_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
+
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 

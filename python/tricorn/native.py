@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tricorn._types import ASGI3Application, Message
+from tricorn.logging import HTTP_PHRASES, plain_access_handler
 
 if TYPE_CHECKING:
     from tricorn.config import Config
@@ -73,6 +74,8 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "access_log": config.access_log and access_logger.hasHandlers(),
         "access_log_format": config.access_log_format,
         "access_logger": access_logger,
+        "access_log_handler": plain_access_handler(access_logger) if config.access_log_format is None else None,
+        "http_phrases": HTTP_PHRASES,
         "error_logger": logging.getLogger("tricorn.error"),
         "proxy_headers": config.proxy_headers,
         "forwarded_allow_ips": config.trusted_hosts,

@@ -139,7 +139,11 @@ impl Send {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(access) = &self.access {
+        if let Some(access) = &self.access
+            && !self.state.plain_access_log.as_ref().map_or(Ok(false), |log| {
+                log.write(py, &access.client, &access.method, &access.path, access.version, status.as_u16())
+            })?
+        {
             let logger = self.state.access_logger.bind(py);
             logger.call_method1(
                 intern!(py, "info"),

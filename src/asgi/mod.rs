@@ -7,6 +7,7 @@ pub(crate) mod body;
 pub(crate) mod channels;
 pub(crate) mod exchange;
 pub(crate) mod messages;
+pub(crate) mod plain_access_log;
 pub(crate) mod scope;
 pub(crate) mod service;
 pub(crate) mod task;
