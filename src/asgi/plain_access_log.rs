@@ -6,18 +6,19 @@
 //! the handler's lock, a `write` and a `flush` system call. When the logger has just the
 //! default handler (a plain `StreamHandler` with `AccessFormatter`'s default format, no colours,
 //! no filters), the Python side hands that handler over (`tricorn.logging.plain_access_handler`),
-//! and the line is made here and written to the handler's stream, which is flushed once per
-//! `drive()` pass instead of once per line. Each line first checks that the logger is still
-//! configured so (a level raised, a handler added or a formatter swapped at run time send the
-//! line through `logging` again).
+//! and the line is made here and queued; the queued lines go to the handler's stream in one
+//! `write` and one `flush` at the next `drive()` pass (a loop iteration later), whether the
+//! stream is buffered or not (`PYTHONUNBUFFERED`). Each line first checks that the logger is
+//! still configured so (a level raised, a handler added or a formatter swapped at run time send
+//! the line through `logging` again).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 /// `logging.INFO`.
 const INFO: u8 = 20;
@@ -29,9 +30,8 @@ pub(crate) struct PlainAccessLog {
     formatter: Py<PyAny>,
     /// Reason phrases by status code, as Python's `http.HTTPStatus` has them.
     phrases: HashMap<u16, String>,
-    line: RefCell<String>,
-    /// A line was written since the last flush.
-    unflushed: Cell<bool>,
+    /// Lines not yet written to the stream.
+    pending: RefCell<String>,
 }
 
 impl PlainAccessLog {
@@ -48,12 +48,11 @@ impl PlainAccessLog {
             formatter: handler.getattr(intern!(handler.py(), "formatter"))?.unbind(),
             handler: handler.clone().unbind(),
             phrases,
-            line: RefCell::new(String::with_capacity(128)),
-            unflushed: Cell::new(false),
+            pending: RefCell::new(String::with_capacity(4096)),
         })
     }
 
-    /// Write the line of a response; `false` if the logger is no longer configured as it was,
+    /// Queue the line of a response; `false` if the logger is no longer configured as it was,
     /// and the caller must log the line through `logging`.
     pub(crate) fn write(
         &self,
@@ -80,22 +79,43 @@ impl PlainAccessLog {
         if !unchanged {
             return Ok(false);
         }
-        let mut line = self.line.borrow_mut();
-        line.clear();
         let phrase = self.phrases.get(&status).map_or("", String::as_str);
         // `AccessFormatter`'s default: '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'.
-        let _ = writeln!(line, "INFO:     {client} - \"{method} {path} HTTP/{version}\" {status} {phrase}");
-        handler.getattr(intern!(py, "stream"))?.call_method1(intern!(py, "write"), (line.as_str(),))?;
-        self.unflushed.set(true);
+        let _ = writeln!(
+            self.pending.borrow_mut(),
+            "INFO:     {client} - \"{method} {path} HTTP/{version}\" {status} {phrase}"
+        );
         Ok(true)
     }
 
-    /// Flush the handler's stream if lines were written since the last flush.
+    /// Write the queued lines to the handler's stream and flush it.
     pub(crate) fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        if self.unflushed.replace(false) {
-            self.handler.bind(py).call_method0(intern!(py, "flush"))?;
-        }
+        let lines = {
+            let mut pending = self.pending.borrow_mut();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let lines = PyString::new(py, &pending);
+            pending.clear();
+            lines
+        };
+        let handler = self.handler.bind(py);
+        handler.getattr(intern!(py, "stream"))?.call_method1(intern!(py, "write"), (lines,))?;
+        handler.call_method0(intern!(py, "flush"))?;
         Ok(())
+    }
+}
+
+impl Drop for PlainAccessLog {
+    /// Lines queued by the last requests of a server that stops are written too.
+    fn drop(&mut self) {
+        if !self.pending.get_mut().is_empty() {
+            Python::attach(|py| {
+                if let Err(err) = self.flush(py) {
+                    err.write_unraisable(py, None);
+                }
+            });
+        }
     }
 }
 
