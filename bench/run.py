@@ -147,6 +147,7 @@ class Scenario:
     lua: bool = False  # POST echo via Lua script
     close: bool = False  # Connection: close (new connection per request)
     track_rss: bool = False  # show RSS before/after in the table
+    access_log: bool = False  # every server writes its default access log (into its log file)
     # h1: wrk; h2c: h2load, cleartext HTTP/2 by prior knowledge; h2: h2load over TLS (ALPN h2);
     # h3: HTTP/3 over QUIC; ws: WebSocket over HTTP/1.1, bench/ws_load.py
     proto: str = "h1"
@@ -165,6 +166,12 @@ SCENARIOS = [
     Scenario("hello", "Hello world (plain ASGI, text/plain)", "bench.apps:hello", servers=HELLO_SERVERS),
     Scenario(
         "hello-unpinned", "Hello world, unpinned (no taskset for server or wrk)", "bench.apps:hello", pinned=False
+    ),
+    Scenario(
+        "hello-log",
+        "Hello world with each server's default access log on (lines into the server's log file)",
+        "bench.apps:hello",
+        access_log=True,
     ),
     Scenario("json", "Small JSON (plain ASGI, with content-length)", "bench.apps:json"),
     Scenario("echo", "1 KiB POST echo (plain ASGI, reads whole body)", "bench.apps:echo", lua=True),
@@ -259,10 +266,17 @@ def server_python(server: str) -> Path:
     return venv / "bin" / "python"
 
 
-def server_command(server: str, app: str, port: int, proto: str = "h1") -> list[str]:
+def server_command(server: str, app: str, port: int, proto: str = "h1", access_log: bool = False) -> list[str]:
     """proto: h1 (the wrk scenarios), h2c (HTTP/2 cleartext), h2 (HTTP/2 over TLS), h3 (HTTP/3:
     TLS + QUIC on the same port number) or ws (WebSocket: permessage-deflate off where there is a
-    flag, see WS_FLAGS)."""
+    flag, see WS_FLAGS). access_log: the server's default access log on instead of off."""
+    cmd = _server_command(server, app, port, proto)
+    if access_log:
+        cmd = [arg for arg in cmd if arg != "--no-access-log"] + (["--access-log"] if server == "granian" else [])
+    return cmd
+
+
+def _server_command(server: str, app: str, port: int, proto: str) -> list[str]:
     py = str(server_python(server))
     tls = proto in TLS_PROTOS
     ws = WS_FLAGS.get(server, []) if proto == "ws" else []
@@ -805,7 +819,7 @@ def make_files() -> Path:
 def spawn_server(server: str, sc: Scenario, port: int, logfile: Path) -> subprocess.Popen:
     """Start a server (under taskset if the scenario is pinned) in its own session, output into
     logfile; it is stopped by cleanup_all() if the harness is interrupted."""
-    cmd = server_command(server, sc.app, port, sc.proto)
+    cmd = server_command(server, sc.app, port, sc.proto, sc.access_log)
     if sc.pinned:
         cmd = [TASKSET, "-c", SERVER_CPU] + cmd
     env = dict(os.environ)
@@ -1349,7 +1363,8 @@ def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
     logfile = logdir / f"{sc.name}-{server}.log"
     rec: dict = {"scenario": sc.name, "server": server, "ok": False, "error": None, "pinned": sc.pinned, "port": port}
     rec["server_cmd"] = shlex.join(
-        ([TASKSET, "-c", SERVER_CPU] if sc.pinned else []) + server_command(server, sc.app, port, sc.proto)
+        ([TASKSET, "-c", SERVER_CPU] if sc.pinned else [])
+        + server_command(server, sc.app, port, sc.proto, sc.access_log)
     )
     log(f"--- {sc.name} / {server}: starting server on :{port}")
     try:
@@ -1610,7 +1625,8 @@ def run_startup(server: str, sc: Scenario, args, logdir: Path) -> dict:
     time to the first answer and the median idle RSS / PSS, every start is kept."""
     rec: dict = {"scenario": sc.name, "server": server, "ok": False, "error": None, "pinned": sc.pinned}
     rec["server_cmd"] = shlex.join(
-        ([TASKSET, "-c", SERVER_CPU] if sc.pinned else []) + server_command(server, sc.app, 8000, sc.proto)
+        ([TASKSET, "-c", SERVER_CPU] if sc.pinned else [])
+        + server_command(server, sc.app, 8000, sc.proto, sc.access_log)
     ).replace(" 8000", " PORT")
     starts = []
     with PinnedHarness():
@@ -2306,6 +2322,10 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
             L.append(f"taskset -c {SERVER_CPU} " + shlex.join(server_command(s, "bench.apps:APP", 8000)))
     if has_h1:
         L.append("# load (POST echo adds -s bench/post.lua; hello-close adds -H 'Connection: close')")
+        L.append(
+            "# hello-log: tricorn and uvicorn without --no-access-log, granian with --access-log instead "
+            "(each server's default access line, into its log file)"
+        )
         L.append(
             f"taskset -c {LOADGEN_CPU} wrk -t{meta['options']['threads']} "
             f"-c{meta['options']['connections']} -d{meta['options']['duration']}s "
