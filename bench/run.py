@@ -1356,6 +1356,23 @@ def median_attempt(attempts: list[dict], key: str = "rps") -> dict:
     return sorted(attempts, key=lambda a: a[key])[(len(attempts) - 1) // 2]
 
 
+def median_round(recs: list[dict], sc: Scenario) -> dict:
+    """One server's row of a scenario from its --rounds: the first failure if any round failed,
+    else the round with the median req/s (a paced row: the median p99); every round's figures
+    are kept under `rounds`."""
+    if len(recs) == 1:
+        return recs[0]
+    failed = [r for r in recs if not r["ok"]]
+    if failed:
+        return failed[0]
+    rec = dict(median_attempt(recs, "p99_ms" if sc.paced else "rps"))
+    rec["rounds"] = [
+        {k: r.get(k) for k in ("rps", "p99_ms", "cpu_us_per_req", "other_load_on_server_cpu")} for r in recs
+    ]
+    rec["measured"] = dict(rec["measured"], aggregate=f"median of {len(recs)} rounds")
+    return rec
+
+
 def run_one(server: str, sc: Scenario, args, logdir: Path) -> dict:
     if sc.startup:
         return run_startup(server, sc, args, logdir)
@@ -1870,7 +1887,10 @@ def _measured_lines(sc: Scenario, rows: list[dict]) -> list[str]:
         groups.setdefault(key, []).append((r["server"], (ms.get("loadavg") or "?").split()[0]))
     out = []
     for (date, git, repeat, agg), cells in groups.items():
-        how = f"{agg} of {repeat} {'starts' if sc.startup else 'runs'}" if repeat > 1 else "one run"
+        if agg and "rounds" in agg:
+            how = f"{agg}, each the median of {repeat} runs" if repeat > 1 else f"{agg} of one run each"
+        else:
+            how = f"{agg} of {repeat} {'starts' if sc.startup else 'runs'}" if repeat > 1 else "one run"
         out.append(
             f"Measured in the run started {date[:16].replace('T', ' ')} (tricorn {git}, {how}): "
             + ", ".join(f"{server} (1-min load average at start {load})" for server, load in cells)
@@ -2189,7 +2209,10 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         "- Every scenario's measured run is repeated in the same server process (`--repeat`); the row "
         "shows the run with the **median** req/s (each scenario's `measured` line says so; rows measured "
         "before the harness took the median kept the **best** of the runs instead). All attempts are "
-        "in results.json."
+        "in results.json. With `--rounds N` the servers of a scenario take turns N times, each round "
+        "in a fresh server process, and the row is the round with the median req/s (a paced row: the "
+        "median p99), so that a slow spell of a shared machine falls on every server; every round's "
+        "figures are in results.json (`rounds`)."
     )
     L.append(
         "- `notes` flags other load on the server's or wrk's CPU during the run "
@@ -2528,6 +2551,13 @@ def parse_args(argv=None):
         help="measured runs per server and scenario; the run with the median req/s is kept "
         "(all attempts are in results.json)",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds per scenario: the servers take turns, each round starts every server afresh; the "
+        "row is the round with the median req/s (a shared machine's slow spells then fall on every server)",
+    )
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--h2-connections", type=int, default=10, help="h2load connections (-c, default 10)")
@@ -2745,28 +2775,32 @@ def main(argv=None) -> int:
     try:
         for name in args.scenarios:
             sc = SCENARIO_BY_NAME[name]
-            for server in args.servers:
-                if server not in sc.servers:  # uvicorn: no HTTP/2; hypercorn: HTTP/2 rows only
-                    continue
-                problem = skip.get(server) or (cert_problem if sc.proto in TLS_PROTOS else None)
-                measured = {
-                    "run": meta["date"],
-                    "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "tricorn_git": meta["machine"].get("tricorn_git"),
-                    "loadavg": _loadavg(),
-                    # startup: the row is the median of --startup-runs starts
-                    "repeat": args.startup_runs if sc.startup else args.repeat,
-                    "aggregate": "median" if (args.startup_runs if sc.startup else args.repeat) > 1 else "single",
-                }
-                if problem:
-                    runs.append(
-                        {"scenario": name, "server": server, "ok": False, "error": problem, "pinned": sc.pinned}
-                    )
-                else:
-                    runs.append(run_one(server, sc, args, logdir))
-                runs[-1]["measured"] = measured
+            # uvicorn: no HTTP/2; hypercorn: HTTP/2 rows only
+            servers = [server for server in args.servers if server in sc.servers]
+            rounds: dict[str, list[dict]] = {server: [] for server in servers}
+            # --rounds: the servers take turns, so a slow spell of a shared machine falls on all of them
+            for _ in range(1 if sc.startup else args.rounds):
+                for server in servers:
+                    problem = skip.get(server) or (cert_problem if sc.proto in TLS_PROTOS else None)
+                    measured = {
+                        "run": meta["date"],
+                        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                        "tricorn_git": meta["machine"].get("tricorn_git"),
+                        "loadavg": _loadavg(),
+                        # startup: the row is the median of --startup-runs starts
+                        "repeat": args.startup_runs if sc.startup else args.repeat,
+                        "aggregate": "median" if (args.startup_runs if sc.startup else args.repeat) > 1 else "single",
+                    }
+                    if problem:
+                        rec = {"scenario": name, "server": server, "ok": False, "error": problem, "pinned": sc.pinned}
+                    else:
+                        rec = run_one(server, sc, args, logdir)
+                    rec["measured"] = measured
+                    rounds[server].append(rec)
+                    time.sleep(1.0)  # let the machine settle between servers
+            for server in servers:
+                runs.append(median_round(rounds[server], sc))
                 report()  # keep partial results
-                time.sleep(1.0)  # let the machine settle between servers
     except KeyboardInterrupt:
         log("interrupted: stopping servers, writing partial results")
         cleanup_all()
