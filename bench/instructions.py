@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from callgrind import Profile, read_profile
+from local_server import free_port, wait_ready
 from stages import print_rows, stage_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,23 +33,6 @@ def print_breakdown(profile: Profile, requests: int) -> None:
     rows, _ = stage_rows(profile)
     print("\nstages:")
     print_rows(rows, profile.total, 1 / requests, "instr", 0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"server did not answer on {url} within {timeout}s")
 
 
 def profile_server(args: argparse.Namespace) -> Profile:

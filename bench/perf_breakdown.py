@@ -20,15 +20,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from local_server import free_port, wait_ready
 from stages import print_rows, stage_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,23 +75,6 @@ def read_report(text: str) -> PerfProfile:
         if space == "k":
             profile.kernel += own
     return profile
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"server did not answer on {url} within {timeout}s")
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
