@@ -64,6 +64,8 @@ def test_access_log_follows_logging_changes_at_run_time(start_server):
     assert '"GET /before HTTP/1.1" 200' in s.stdout
     assert '"GET /quiet HTTP/1.1" 200' in s.stdout
     assert "/secret" not in s.stdout, "a filter added at run time must apply"
+    lines = [s.stdout.index(f'"GET {path} HTTP/1.1"') for path in ("/before", "/quiet", "/after")]
+    assert lines == sorted(lines), "lines keep their order when they change path"
 
 
 def test_access_line_keeps_raw_path(srv):

@@ -74,7 +74,9 @@ def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:
         "access_log": config.access_log and access_logger.hasHandlers(),
         "access_log_format": config.access_log_format,
         "access_logger": access_logger,
-        "access_log_handler": plain_access_handler(access_logger) if config.access_log_format is None else None,
+        "access_log_handler": (
+            plain_access_handler(access_logger) if config.access_log and config.access_log_format is None else None
+        ),
         "http_phrases": HTTP_PHRASES,
         "error_logger": logging.getLogger("tricorn.error"),
         "proxy_headers": config.proxy_headers,

@@ -139,29 +139,37 @@ impl Send {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(access) = &self.access
-            && !self.state.plain_access_log.as_ref().map_or(Ok(false), |log| {
-                log.write(py, &access.client, &access.method, &access.path, access.version, status.as_u16())
-            })?
-        {
-            let logger = self.state.access_logger.bind(py);
-            logger.call_method1(
-                intern!(py, "info"),
-                (
-                    intern!(py, "%s - \"%s %s HTTP/%s\" %d"),
-                    access.client.as_str(),
-                    access.method.as_str(),
-                    access.path.as_str(),
-                    access.version,
-                    status.as_u16(),
-                ),
-            )?;
+        if let Some(access) = &self.access {
+            self.log_access(py, access, status.as_u16())?;
         }
         let trailers = match optional(py, message, intern!(py, "trailers"))? {
             Some(flag) => flag.is_truthy()?,
             None => false,
         };
         self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length, trailers);
+        Ok(())
+    }
+
+    /// The default access line of the response: written by tricorn while the logger allows it,
+    /// else through `logging`.
+    fn log_access(&self, py: Python<'_>, access: &AccessInfo, status: u16) -> PyResult<()> {
+        if let Some(log) = &self.state.plain_access_log
+            && log.write(py, &access.client, &access.method, &access.path, access.version, status)?
+        {
+            return Ok(());
+        }
+        let logger = self.state.access_logger.bind(py);
+        logger.call_method1(
+            intern!(py, "info"),
+            (
+                intern!(py, "%s - \"%s %s HTTP/%s\" %d"),
+                access.client.as_str(),
+                access.method.as_str(),
+                access.path.as_str(),
+                access.version,
+                status,
+            ),
+        )?;
         Ok(())
     }
 

@@ -53,7 +53,8 @@ impl PlainAccessLog {
     }
 
     /// Queue the line of a response; `false` if the logger is no longer configured as it was,
-    /// and the caller must log the line through `logging`.
+    /// and the caller must log the line through `logging` (the lines queued before are written
+    /// first, so that the order holds).
     pub(crate) fn write(
         &self,
         py: Python<'_>,
@@ -72,11 +73,13 @@ impl PlainAccessLog {
         let handlers = handlers.cast::<PyList>()?;
         let unchanged = handlers.len() == 1
             && handlers.get_item(0)?.is(handler)
+            && !logger.getattr(intern!(py, "propagate"))?.is_truthy()?
             && handler.getattr(intern!(py, "formatter"))?.is(&self.formatter)
             && handler.getattr(intern!(py, "level"))?.extract::<i64>()? <= i64::from(INFO)
             && is_empty(&logger.getattr(intern!(py, "filters"))?)?
             && is_empty(&handler.getattr(intern!(py, "filters"))?)?;
         if !unchanged {
+            self.flush(py)?;
             return Ok(false);
         }
         let phrase = self.phrases.get(&status).map_or("", String::as_str);
