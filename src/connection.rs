@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::asgi::service::AsgiService;
 use crate::length_field_watch::{LengthFieldSeen, LengthFieldWatch};
 use crate::net::{ConnInfo, TlsInfo};
+use crate::read_ahead::ReadAhead;
 use crate::runtime::io::{Registered, Stream};
 use crate::runtime::timer::HyperTimer;
 use crate::runtime::{self, LocalExec};
@@ -143,7 +144,7 @@ async fn serve_http<I>(
     let protocols = &state.protocols;
     match protocols.versions {
         HttpVersions::Auto => {
-            let io = LengthFieldWatch::new(io, length_field);
+            let io = LengthFieldWatch::new(ReadAhead::new(io), length_field);
             let conn = pin!(protocols.builder.serve_connection_with_upgrades(io, service));
             drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
         }

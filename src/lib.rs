@@ -12,6 +12,7 @@ mod http3;
 mod length_field_watch;
 mod net;
 mod proxy_headers;
+mod read_ahead;
 mod request_checks;
 mod runtime;
 mod server;
