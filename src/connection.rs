@@ -1,5 +1,5 @@
-//! One client connection: the optional TLS handshake, then HTTP/1.1 or HTTP/2 with hyper
-//! (hyper-util's auto builder: ALPN over TLS, the HTTP/2 preface on cleartext, RFC 9113 §3.3).
+//! One client connection: the optional TLS handshake, then HTTP/1.1 or HTTP/2 with hyper,
+//! told apart by the HTTP/2 preface (`preface`, RFC 9113 §3.3) unless `--http` fixes one.
 
 use std::future::Future;
 use std::future::poll_fn;
@@ -9,16 +9,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::asgi::service::AsgiService;
 use crate::length_field_watch::{LengthFieldSeen, LengthFieldWatch};
 use crate::net::{ConnInfo, TlsInfo};
-use crate::read_ahead::ReadAhead;
+use crate::preface::{DetectProtocol, Protocol};
 use crate::runtime::io::{Registered, Stream};
 use crate::runtime::timer::HyperTimer;
 use crate::runtime::{self, LocalExec};
@@ -31,11 +30,8 @@ const MIN_HEAD_LIMIT: usize = 8192;
 
 /// The protocol stack every connection goes through.
 pub(crate) struct Protocols {
-    /// HTTP/1.1 and HTTP/2 (`--http auto`), told apart by the preface, with HTTP/1.1 upgrades.
-    builder: auto::Builder<LocalExec>,
-    /// HTTP/1.1 only (`--http h1`): hyper-util's version filter does not apply to connections
-    /// that may upgrade, so this mode uses hyper's HTTP/1 builder itself.
     http1: http1::Builder,
+    http2: http2::Builder<LocalExec>,
     versions: HttpVersions,
     tls: Option<TlsAcceptor>,
     limits: Limits,
@@ -47,20 +43,13 @@ impl Protocols {
     /// hyper's header-read timer is off: the connection's [`Watchdog`] times idle connections and
     /// request heads without a timer per request.
     pub(crate) fn new(settings: &Settings, tls: Option<Arc<ServerConfig>>) -> Self {
-        let mut builder = auto::Builder::new(LocalExec);
-        let mut auto_http1 = builder.http1();
-        auto_http1.timer(HyperTimer).header_read_timeout(None).auto_date_header(settings.date_header).keep_alive(true);
-        if let Some(size) = settings.h1_max_head_size {
-            auto_http1.max_buf_size(size.max(MIN_HEAD_LIMIT));
-        }
-        configure_http2(&mut builder, &settings.http2, settings.date_header);
         let mut http1 = http1::Builder::new();
         http1.timer(HyperTimer).header_read_timeout(None).auto_date_header(settings.date_header).keep_alive(true);
         if let Some(size) = settings.h1_max_head_size {
             http1.max_buf_size(size.max(MIN_HEAD_LIMIT));
         }
-        let builder = if settings.http == HttpVersions::Http2 { builder.http2_only() } else { builder };
-        Self { builder, http1, versions: settings.http, tls: tls.map(TlsAcceptor::from), limits: Limits::new(settings) }
+        let http2 = http2_builder(&settings.http2, settings.date_header);
+        Self { http1, http2, versions: settings.http, tls: tls.map(TlsAcceptor::from), limits: Limits::new(settings) }
     }
 
     /// The ALPN protocols to offer over TLS, best first.
@@ -73,8 +62,8 @@ impl Protocols {
     }
 }
 
-fn configure_http2(builder: &mut auto::Builder<LocalExec>, h2: &Http2Settings, date_header: bool) {
-    let mut http2 = builder.http2();
+fn http2_builder(h2: &Http2Settings, date_header: bool) -> http2::Builder<LocalExec> {
+    let mut http2 = http2::Builder::new(LocalExec);
     http2
         .timer(HyperTimer)
         .auto_date_header(date_header)
@@ -91,21 +80,36 @@ fn configure_http2(builder: &mut auto::Builder<LocalExec>, h2: &Http2Settings, d
         .keep_alive_timeout(h2.keep_alive_timeout)
         // RFC 8441: WebSockets over HTTP/2 (extended CONNECT).
         .enable_connect_protocol();
+    http2
 }
 
 /// Serve one accepted connection until it closes.
 pub(crate) async fn serve<S: Stream + 'static>(
     state: Rc<ServerState>,
     stream: Registered<S>,
-    mut info: ConnInfo,
+    info: ConnInfo,
     key: usize,
 ) {
     let _guard = ConnectionGuard { state: state.clone(), key };
     let activity = ConnActivity::new();
     let watchdog = Watchdog::new(activity.clone(), stream.slot(), stream.as_raw_fd(), state.protocols.limits);
-    let Some(acceptor) = state.protocols.tls.clone() else {
-        return serve_http(&state, stream, Rc::new(info), "http", key, activity, watchdog).await;
-    };
+    match state.protocols.tls.clone() {
+        None => serve_http(&state, stream, Rc::new(info), "http", key, activity, watchdog).await,
+        // Boxed: the TLS states are large, and every cleartext connection's task would keep room for them.
+        Some(acceptor) => Box::pin(serve_tls(&state, acceptor, stream, info, key, activity, watchdog)).await,
+    }
+}
+
+/// The TLS handshake, then HTTP over it.
+async fn serve_tls<S: Stream + 'static>(
+    state: &Rc<ServerState>,
+    acceptor: TlsAcceptor,
+    stream: Registered<S>,
+    mut info: ConnInfo,
+    key: usize,
+    activity: Rc<ConnActivity>,
+    watchdog: Watchdog,
+) {
     let handshake = acceptor.accept(stream);
     let handshake = match state.settings.timeout_tls_handshake {
         Some(limit) => runtime::timeout(limit, handshake).await,
@@ -125,7 +129,7 @@ pub(crate) async fn serve<S: Stream + 'static>(
             .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
             .unwrap_or_default(),
     });
-    serve_http(&state, TokioIo::new(tls), Rc::new(info), "https", key, activity, watchdog).await;
+    serve_http(state, TokioIo::new(tls), Rc::new(info), "https", key, activity, watchdog).await;
 }
 
 async fn serve_http<I>(
@@ -135,54 +139,78 @@ async fn serve_http<I>(
     scheme: &'static str,
     key: usize,
     activity: Rc<ConnActivity>,
-    watchdog: Watchdog,
+    mut watchdog: Watchdog,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let length_field = Arc::new(LengthFieldSeen::default());
     let service = AsgiService::new(state.clone(), info, scheme, activity, length_field.clone());
-    let protocols = &state.protocols;
-    match protocols.versions {
-        HttpVersions::Auto => {
-            let io = LengthFieldWatch::new(ReadAhead::new(io), length_field);
-            let conn = pin!(protocols.builder.serve_connection_with_upgrades(io, service));
-            drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
-        }
-        // HTTP/2 upgrades (extended CONNECT) work per stream, without the upgrade variant.
-        HttpVersions::Http2 => {
-            let conn = pin!(protocols.builder.serve_connection(io, service));
-            drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
-        }
+    match state.protocols.versions {
         HttpVersions::Http1 => {
-            let io = LengthFieldWatch::new(io, length_field);
-            let conn = pin!(protocols.http1.serve_connection(io, service).with_upgrades());
-            drive(state, key, conn, watchdog, |conn| conn.graceful_shutdown()).await;
+            serve_http1(state, key, LengthFieldWatch::new(io, length_field), service, watchdog).await
+        }
+        HttpVersions::Http2 => serve_http2(state, key, io, service, watchdog).await,
+        HttpVersions::Auto => {
+            // In a block of its own, so the connection's task does not keep room for it while serving.
+            let detected = {
+                let detect = pin!(DetectProtocol::new(io));
+                drive(state, key, detect, &mut watchdog, |d| d.get_mut().cancel()).await
+            };
+            // None or an error: the client left, or a shutdown or an idle timeout came first.
+            let Some(Ok((protocol, io))) = detected else { return };
+            match protocol {
+                Protocol::Http1 => {
+                    serve_http1(state, key, LengthFieldWatch::new(io, length_field), service, watchdog).await
+                }
+                Protocol::Http2 => serve_http2(state, key, io, service, watchdog).await,
+            }
         }
     }
 }
 
-/// Poll a hyper connection to its end, starting its graceful shutdown when the server's starts
-/// or the connection stayed idle too long: HTTP/1.1 closes when idle, else after the response;
-/// HTTP/2 sends GOAWAY and lets the open streams finish (RFC 9113 §6.8). A request head or a
-/// send that times out drops the connection at once.
+/// HTTP/1.1, with upgrades (WebSockets).
+async fn serve_http1<I>(state: &Rc<ServerState>, key: usize, io: I, service: AsgiService, mut watchdog: Watchdog)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = pin!(state.protocols.http1.serve_connection(io, service).with_upgrades());
+    drive(state, key, conn, &mut watchdog, |conn| conn.graceful_shutdown()).await;
+}
+
+/// HTTP/2: upgrades (extended CONNECT, RFC 8441) work per stream, without hyper's upgrade variant.
+async fn serve_http2<I>(state: &Rc<ServerState>, key: usize, io: I, service: AsgiService, mut watchdog: Watchdog)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = pin!(state.protocols.http2.serve_connection(io, service));
+    drive(state, key, conn, &mut watchdog, |conn| conn.graceful_shutdown()).await;
+}
+
+/// Poll a connection (a hyper connection, or the detection of its protocol) to its end, starting
+/// its graceful shutdown when the server's starts or the connection stayed idle too long:
+/// HTTP/1.1 closes when idle, else after the response; HTTP/2 sends GOAWAY and lets the open
+/// streams finish (RFC 9113 §6.8). A request head or a send that times out drops the connection
+/// at once: then the result is `None`.
+///
+/// Errors are the client's (reset, malformed request): hyper already answered what it could.
 async fn drive<C, T, E>(
     state: &ServerState,
     key: usize,
     mut conn: Pin<&mut C>,
-    mut watchdog: Watchdog,
+    watchdog: &mut Watchdog,
     shutdown: impl Fn(Pin<&mut C>),
-) where
+) -> Option<Result<T, E>>
+where
     C: Future<Output = Result<T, E>>,
 {
     let mut shutdown_sent = false;
-    // Errors are the client's (reset, malformed request): hyper already answered what it could.
-    let _ = poll_fn(|cx| {
+    poll_fn(|cx| {
         if !shutdown_sent {
             if state.is_shutting_down() {
                 // Read what the client has already sent before shutting down: a request that arrived is then
                 // in progress and gets its response, instead of being dropped with the "idle" connection.
                 if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(result.map(drop));
+                    return Poll::Ready(Some(result));
                 }
                 shutdown(conn.as_mut());
                 shutdown_sent = true;
@@ -192,11 +220,11 @@ async fn drive<C, T, E>(
         }
         loop {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(result.map(drop));
+                return Poll::Ready(Some(result));
             }
             match watchdog.check(cx) {
                 None => return Poll::Pending,
-                Some(Expired::Head | Expired::Send) => return Poll::Ready(Ok(())),
+                Some(Expired::Head | Expired::Send) => return Poll::Ready(None),
                 // Polled again: hyper acts on the shutdown (closes an idle HTTP/1.1 connection).
                 Some(Expired::Idle) => {
                     shutdown(conn.as_mut());
@@ -205,5 +233,5 @@ async fn drive<C, T, E>(
             }
         }
     })
-    .await;
+    .await
 }
