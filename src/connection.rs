@@ -151,7 +151,7 @@ async fn serve_http<I>(
         }
         HttpVersions::Http2 => serve_http2(state, key, io, service, watchdog).await,
         HttpVersions::Auto => {
-            // In a block of its own, so the connection's task does not keep room for it while serving.
+            // The pinned detector's scope ends before the connection is served.
             let detected = {
                 let detect = pin!(DetectProtocol::new(io));
                 drive(state, key, detect, &mut watchdog, |d| d.get_mut().cancel()).await
