@@ -19,6 +19,7 @@ mod server;
 mod settings;
 mod tls;
 mod watchdog;
+mod write_through;
 
 use pyo3::prelude::*;
 
