@@ -91,6 +91,27 @@ def test_wrong_order_double_start(srv):
     assert_still_serving(srv)
 
 
+@pytest.mark.parametrize("shape", ["list-of-tuples", "list-of-lists", "tuple-of-tuples", "generator"])
+def test_response_headers_in_any_iterable_of_pairs(srv, shape):
+    r = httpx.get(srv.url + "/header-shapes", params={"shape": shape}, timeout=10)
+    assert (r.status_code, r.text, r.headers["x-shape"]) == (200, "shaped", shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "error"),
+    [
+        ("str-name", "TypeError: ASGI header name must be bytes"),
+        ("str-value", "TypeError: ASGI header value must be bytes"),
+        ("triple", "TypeError: ASGI header must be a [name, value] pair"),
+        ("bare-bytes", "TypeError: ASGI header must be a [name, value] pair"),
+    ],
+)
+def test_malformed_response_headers_raise_in_send(srv, shape, error):
+    r = httpx.get(srv.url + "/header-shapes", params={"shape": shape}, timeout=10)
+    assert (r.status_code, r.text) == (500, error)
+    assert_still_serving(srv)
+
+
 def test_wrong_order_send_after_complete(srv):
     key = "wo-" + uuid.uuid4().hex
     r = httpx.get(srv.url + f"/wrong-order?case=after-complete&key={key}", timeout=10)

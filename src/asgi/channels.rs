@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::awaitable::Ready;
 use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
@@ -345,20 +345,49 @@ fn optional<'py>(
 }
 
 /// Append ASGI `[(name, value), ...]` byte-string pairs to `headers`.
+///
+/// A list of 2-tuples, what nearly every app sends, is read without the iterator protocol or
+/// integer indexing; any other iterable of pairs takes the generic path.
 fn append_headers(list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<()> {
-    for pair in list.try_iter()? {
-        let pair = pair?;
-        let name = pair.get_item(0)?;
-        let value = pair.get_item(1)?;
-        let name = header_bytes(&name, "name")?;
-        let value = header_bytes(&value, "value")?;
-        let name = HeaderName::from_bytes(name).map_err(|_| {
-            PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name)))
-        })?;
-        let value = HeaderValue::from_bytes(value)
-            .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
-        headers.append(name, value);
+    if let Ok(list) = list.cast::<PyList>() {
+        for pair in list.iter() {
+            match pair.cast::<PyTuple>() {
+                Ok(tuple) if tuple.len() == 2 => {
+                    let (name, value) = (tuple.get_borrowed_item(0)?, tuple.get_borrowed_item(1)?);
+                    append_header(headers, &name, &value)?;
+                }
+                _ => append_pair(headers, &pair)?,
+            }
+        }
+        return Ok(());
     }
+    for pair in list.try_iter()? {
+        append_pair(headers, &pair?)?;
+    }
+    Ok(())
+}
+
+/// Append one `[name, value]` pair given as any iterable of exactly two items.
+fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<()> {
+    let not_a_pair = || PyTypeError::new_err("ASGI header must be a [name, value] pair");
+    let mut items = pair.try_iter().map_err(|_| not_a_pair())?;
+    let name = items.next().ok_or_else(not_a_pair)??;
+    let value = items.next().ok_or_else(not_a_pair)??;
+    if items.next().is_some() {
+        return Err(not_a_pair());
+    }
+    append_header(headers, &name, &value)
+}
+
+fn append_header(headers: &mut HeaderMap, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let name = header_bytes(name, "name")?;
+    let value = header_bytes(value, "value")?;
+    let name = HeaderName::from_bytes(name).map_err(|_| {
+        PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name)))
+    })?;
+    let value = HeaderValue::from_bytes(value)
+        .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
+    headers.append(name, value);
     Ok(())
 }
 

@@ -388,6 +388,30 @@ async def early_hint(scope, receive, send, q):
     await respond_json(send, {"offered": offered})
 
 
+# Response header containers an app may send (ASGI: an iterable of [name, value] iterables).
+HEADER_SHAPES = {
+    "list-of-tuples": lambda pairs: list(pairs),
+    "list-of-lists": lambda pairs: [list(p) for p in pairs],
+    "tuple-of-tuples": lambda pairs: tuple(pairs),
+    "generator": lambda pairs: (p for p in pairs),
+    "str-name": lambda pairs: [(n.decode(), v) for n, v in pairs],
+    "str-value": lambda pairs: [(n, v.decode()) for n, v in pairs],
+    "triple": lambda pairs: [(n, v, b"extra") for n, v in pairs],
+    "bare-bytes": lambda pairs: [n + b": " + v for n, v in pairs],
+}
+
+
+async def header_shapes(scope, receive, send, q):
+    """Sends its response headers in the container shape named by `shape`; reports a refusal as text."""
+    body = b"shaped"
+    pairs = [(b"content-type", b"text/plain"), (b"content-length", b"6"), (b"x-shape", q["shape"].encode())]
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADER_SHAPES[q["shape"]](pairs)})
+    except Exception as exc:
+        return await respond(send, f"{type(exc).__name__}: {exc}".encode(), status=500)
+    await send({"type": "http.response.body", "body": body})
+
+
 async def status(scope, receive, send, q):
     await respond(send, b"", status=int(q.get("code", "200")))
 
@@ -437,6 +461,7 @@ ROUTES = {
     "/hold": hold,
     "/env": env,
     "/status": status,
+    "/header-shapes": header_shapes,
     "/pathsend": pathsend,
     "/early-hint": early_hint,
     "/pid": pid,
