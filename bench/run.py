@@ -1927,7 +1927,7 @@ def _pure_hyper_bars(ok) -> list[str]:
         t, h = ok(scn, "tricorn"), ok(scn, "pure-hyper")
         if not (t and h):
             continue
-        x = t["rps"] / h["rps"]
+        x = paired_ratio(t, h, "rps")
         same_run = (t.get("measured") or {}).get("run") == (h.get("measured") or {}).get("run")
         same_bytes = t.get("hello_response") is not None and t.get("hello_response") == h.get("hello_response")
         if not same_run:

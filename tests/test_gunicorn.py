@@ -166,6 +166,26 @@ def test_sigint_and_sigquit_stop_at_once(start_gunicorn, sig):
     assert "response" not in out, "the running request was not ended"
 
 
+def _gone(pid):
+    """True once `pid` has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn's worker does not watch its parent")
+def test_workers_stop_when_the_arbiter_is_killed(start_gunicorn):
+    """No orphans: a worker whose arbiter died (SIGKILL, no chance to stop it) shuts itself down."""
+    server = start_gunicorn("tests.apps.process:app", workers=2)
+    workers = pids_seen(server, 2)
+    server.proc.kill()
+    server.proc.wait(5)
+    wait_until(lambda: all(_gone(pid) for pid in workers), 15, message=f"workers {workers} to exit")
+    server.wait_output("Parent changed, shutting down")
+
+
 def test_max_requests_recycles_the_worker(start_gunicorn):
     server = start_gunicorn("tests.apps.process:app", "--max-requests", "3")
     pids = [int(get(server, "/pid").text) for _ in range(3)]

@@ -153,11 +153,15 @@ class TricornWorker(Worker):  # type: ignore[misc]
     async def _heartbeat(self, server: Server) -> None:
         """Tell the arbiter the loop runs, for the worker's whole life (graceful shutdown included).
 
-        Stops the server when gunicorn's reloader (`--reload`) clears `alive`.
+        Stops the server when gunicorn's reloader (`--reload`) clears `alive`, and when the arbiter
+        is gone (killed, say): as gunicorn's own workers do, rather than live on as an orphan.
         """
         interval = min(HEARTBEAT_INTERVAL, self.timeout / 2) if self.timeout > 0 else HEARTBEAT_INTERVAL
         while True:
             self.notify()
+            if self.alive and self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                self.alive = False
             if not self.alive:
                 server.should_exit = True
             await asyncio.sleep(interval)
