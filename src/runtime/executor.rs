@@ -16,13 +16,6 @@ use slab::Slab;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-/// Task polls per `drive` pass before the event loop gets a turn.
-///
-/// 32 is about the batch a busy keep-alive HTTP/1.1 worker sees per pass anyway; 100 HTTP/2
-/// streams started in one go would keep some 1,500 young Python objects alive and set off the
-/// cyclic garbage collector every batch.
-pub(crate) const POLLS_PER_PASS: usize = 32;
-
 /// Ids of woken tasks, shared with every waker.
 struct ReadyQueue {
     state: Mutex<QueueState>,
@@ -126,18 +119,11 @@ impl Executor {
         self.queue.state.lock().unwrap_or_else(PoisonError::into_inner).draining = true;
     }
 
-    /// Poll the woken tasks, including tasks woken while this runs, up to [`POLLS_PER_PASS`];
-    /// ends the `drive` pass.
-    ///
-    /// Tasks left over stay queued and the eventfd is written (by `EndDrive`), so the event
-    /// loop first steps the application tasks this pass started, then drives again: the
-    /// requests of a large batch (the streams of an HTTP/2 read) are started a group at a time
-    /// instead of all being alive at once.
+    /// Poll every woken task, including tasks woken while this runs; ends the `drive` pass.
     pub(crate) fn run_ready(&self) {
         // Ends the pass even if a task panics, so later wake-ups signal the eventfd again.
         let _end = EndDrive(&self.queue);
         let mut batch = Vec::new();
-        let mut polls = 0;
         loop {
             {
                 let mut state = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -148,14 +134,7 @@ impl Executor {
                 state.draining = true;
                 std::mem::swap(&mut state.ids, &mut batch);
             }
-            let mut ids = batch.drain(..);
-            while let Some(id) = ids.next() {
-                if polls == POLLS_PER_PASS {
-                    let mut state = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    state.ids.splice(0..0, std::iter::once(id).chain(ids));
-                    return;
-                }
-                polls += 1;
+            for id in batch.drain(..) {
                 self.poll_task(id);
             }
         }

@@ -255,24 +255,6 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_polls_a_bounded_number_of_tasks_and_comes_back_for_the_rest() {
-        let rt = current().unwrap();
-        let ran = Rc::new(Cell::new(0));
-        let tasks = crate::runtime::executor::POLLS_PER_PASS + 8;
-        for _ in 0..tasks {
-            let count = ran.clone();
-            spawn(async move { count.set(count.get() + 1) });
-        }
-        rt.drive().unwrap();
-        assert_eq!(ran.get(), crate::runtime::executor::POLLS_PER_PASS, "one pass polls a bounded number of tasks");
-        let mut fds = libc::pollfd { fd: rt.fileno(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd, a bounded timeout.
-        assert_eq!(unsafe { libc::poll(&mut fds, 1, 1000) }, 1, "the loop must be called back for the rest");
-        rt.drive().unwrap();
-        assert_eq!(ran.get(), tasks);
-    }
-
-    #[test]
     fn dropped_sleep_leaves_no_timer_behind() {
         let rt = current().unwrap();
         let before = rt.timers.pending_len();
