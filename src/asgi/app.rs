@@ -125,6 +125,7 @@ pub(crate) fn start(
                 *slot = task;
             }
             state.tasks.set(state.tasks.get() + 1);
+            crate::runtime::handle().executor.count_app_start();
             Ok(())
         }
         Err(err) => {

@@ -32,7 +32,7 @@ pub(crate) struct AsgiService {
     /// Scheme of the connection before proxy headers (`http` or `https`).
     pub(crate) scheme: &'static str,
     /// Scope values that stay the same for every request of the connection.
-    pub(crate) conn_scope: RefCell<ConnScope>,
+    pub(crate) conn_scope: Rc<RefCell<ConnScope>>,
     /// Exchanges in flight, for the connection's watchdog.
     activity: Rc<ConnActivity>,
     /// Whether an HTTP/1.1 request head held `Content-Length` that hyper dropped for
@@ -49,7 +49,7 @@ impl AsgiService {
         activity: Rc<ConnActivity>,
         length_field: Arc<LengthFieldSeen>,
     ) -> Self {
-        Self { state, conn, scheme, conn_scope: RefCell::default(), activity, length_field }
+        Self { state, conn, scheme, conn_scope: Rc::default(), activity, length_field }
     }
 
     /// A response made by the server, closing the connection.
@@ -120,20 +120,64 @@ impl AsgiService {
         // hyper drops the content of a HEAD response only on HTTP/1.x (RFC 9110 §9.3.2).
         let discard_body = parts.method == Method::HEAD && multiplexed;
         let exchange = Exchange::new(body, &state.settings, discard_body);
-        let started = Python::attach(|py| {
-            let mut conn_scope = self.conn_scope.borrow_mut();
-            app::start(py, state, &self.conn, &mut conn_scope, self.scheme, &parts, &exchange)
-        });
-        match started {
-            Ok(()) => ResponseFuture::new(
-                Pending::App { exchange, state: state.clone(), done: Cell::new(false) },
-                Some(active),
-            ),
-            Err(err) => {
-                Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
-                self.reject(StatusCode::INTERNAL_SERVER_ERROR, active)
-            }
+        // With --limit-concurrency the start stays here, where the running tasks are counted.
+        if parts.version == Version::HTTP_2 && state.settings.limit_concurrency.is_none() {
+            // hyper accepts every stream of a read at once; started here, each batch's scopes
+            // and tasks would all be alive before the loop steps any of them. In the stream's
+            // own task, the executor's budget per pass lets the loop run them a group at a time.
+            let start = AppStart {
+                state: state.clone(),
+                conn: self.conn.clone(),
+                conn_scope: self.conn_scope.clone(),
+                scheme: self.scheme,
+                parts,
+                exchange,
+            };
+            return ResponseFuture::new(Pending::Deferred(Some(Box::new(start))), Some(active));
         }
+        let pending = start_app(state, &self.conn, &self.conn_scope, self.scheme, &parts, exchange);
+        ResponseFuture::new(pending, Some(active))
+    }
+}
+
+/// Start the application for a request; what the response then waits for (a 500 if it could
+/// not start).
+fn start_app(
+    state: &Rc<ServerState>,
+    conn: &ConnInfo,
+    conn_scope: &RefCell<ConnScope>,
+    scheme: &'static str,
+    parts: &http::request::Parts,
+    exchange: ExchangeRef,
+) -> Pending {
+    let started = Python::attach(|py| {
+        let mut conn_scope = conn_scope.borrow_mut();
+        app::start(py, state, conn, &mut conn_scope, scheme, parts, &exchange)
+    });
+    match started {
+        Ok(()) => Pending::App { exchange, state: state.clone(), done: Cell::new(false) },
+        Err(err) => {
+            Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            let text = status.canonical_reason().unwrap_or("");
+            Pending::Simple(Some(simple_response(state, status, text)))
+        }
+    }
+}
+
+/// An HTTP/2 request's application, to start when the stream's task is first polled.
+struct AppStart {
+    state: Rc<ServerState>,
+    conn: Rc<ConnInfo>,
+    conn_scope: Rc<RefCell<ConnScope>>,
+    scheme: &'static str,
+    parts: http::request::Parts,
+    exchange: ExchangeRef,
+}
+
+impl AppStart {
+    fn run(self) -> Pending {
+        start_app(&self.state, &self.conn, &self.conn_scope, self.scheme, &self.parts, self.exchange)
     }
 }
 
@@ -185,6 +229,8 @@ enum Pending {
     WebSocket(websocket::WsResponseFuture),
     /// Waiting for the application.
     App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
+    /// An HTTP/2 request whose application starts when the stream's task is first polled.
+    Deferred(Option<Box<AppStart>>),
 }
 
 impl ResponseFuture {
@@ -206,7 +252,11 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let Pending::Deferred(start) = &mut this.pending {
+            this.pending = start.take().ok_or(Aborted)?.run();
+        }
         let mut poll = match &mut this.pending {
+            Pending::Deferred(_) => Poll::Ready(Err(Aborted)),
             Pending::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
             Pending::WebSocket(future) => Pin::new(future).poll(cx),
             Pending::App { exchange, state, done } => poll_app(exchange, state, done, cx),

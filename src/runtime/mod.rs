@@ -255,6 +255,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_starts_a_bounded_number_of_applications_and_comes_back_for_the_rest() {
+        let rt = current().unwrap();
+        let limit = super::executor::APP_STARTS_PER_PASS;
+        let started = Rc::new(Cell::new(0));
+        for _ in 0..limit + 8 {
+            let count = started.clone();
+            spawn(async move {
+                count.set(count.get() + 1);
+                super::handle().executor.count_app_start();
+            });
+        }
+        rt.drive().unwrap();
+        assert_eq!(started.get(), limit, "a pass stops once it started its share");
+        let mut fds = libc::pollfd { fd: rt.fileno(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, a bounded timeout.
+        assert_eq!(unsafe { libc::poll(&mut fds, 1, 1000) }, 1, "the loop must be called back for the rest");
+        rt.drive().unwrap();
+        assert_eq!(started.get(), limit + 8);
+    }
+
+    #[test]
     fn dropped_sleep_leaves_no_timer_behind() {
         let rt = current().unwrap();
         let before = rt.timers.pending_len();
