@@ -54,8 +54,7 @@ impl AsgiService {
 
     /// A response made by the server, closing the connection.
     fn reject(&self, status: StatusCode, active: ActiveExchange) -> ResponseFuture {
-        let text = status.canonical_reason().unwrap_or("");
-        ResponseFuture::new(Pending::Simple(Some(simple_response(&self.state, status, text))), Some(active))
+        ResponseFuture::new(rejection(&self.state, status), Some(active))
     }
 }
 
@@ -158,9 +157,7 @@ fn start_app(
         Ok(()) => Pending::App { exchange, state: state.clone(), done: Cell::new(false) },
         Err(err) => {
             Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
-            let status = StatusCode::INTERNAL_SERVER_ERROR;
-            let text = status.canonical_reason().unwrap_or("");
-            Pending::Simple(Some(simple_response(state, status, text)))
+            rejection(state, StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
 }
@@ -179,6 +176,12 @@ impl AppStart {
     fn run(self) -> Pending {
         start_app(&self.state, &self.conn, &self.conn_scope, self.scheme, &self.parts, self.exchange)
     }
+}
+
+/// A response the server makes itself with `status`, closing the connection.
+fn rejection(state: &ServerState, status: StatusCode) -> Pending {
+    let text = status.canonical_reason().unwrap_or("");
+    Pending::Simple(Some(simple_response(state, status, text)))
 }
 
 /// A complete response produced by the server itself (errors, overload).
