@@ -3,7 +3,7 @@ instruction whatever else the machine does, unlike requests/s).
 
 Usage: .venv/bin/python bench/instructions.py [--requests 4000] [--connections 16] [--top 25]
        [--breakdown] [--access-log] [--loop asyncio] [--keep FILE]
-       [--server granian|uvicorn] [--proto h2c [--streams 10]] [--app bench.apps:json]
+       [--server granian|uvicorn] [--proto h2c [--streams 10]] [--app bench.apps:json] [--close]
 
 The server runs under `valgrind --tool=callgrind`; counters are zeroed after a warm-up, then
 h2load sends exactly N HTTP/1.1 requests, and the dump is read: user-space instructions per
@@ -12,6 +12,8 @@ request in total, per shared object, and the functions with the largest self cos
 bench/.venv-peers, all its processes and threads included: the same comparison as the req/s rows,
 free of the noise of a shared machine (user space only: what each server costs the kernel is not
 in it). `--proto h2c` sends HTTP/2 by prior knowledge instead, `--streams` at a time per connection.
+`--close` sends `Connection: close` with every HTTP/1.1 request, so each comes on a new connection
+(h2load reconnects): the cost of a connection's accept, set-up and close is in the count.
 `--breakdown` adds the stages of a request (bench/stages.py: inclusive costs of their entry
 functions, each less its sub-stages). Kernel time (system calls) is not counted:
 bench/perf_breakdown.py gives the same stages in microseconds, kernel included.
@@ -56,7 +58,8 @@ def load_command(args: argparse.Namespace, url: str, requests: int) -> list[str]
     """h2load sending exactly `requests` requests: HTTP/1.1 (one at a time per connection) or h2c."""
     connections = str(min(args.connections, requests))
     if args.proto == "h1":
-        return ["h2load", "--h1", "-c", connections, "-n", str(requests), url]
+        close = ["-H", "Connection: close"] if args.close else []
+        return ["h2load", "--h1", "-c", connections, "-n", str(requests), *close, url]
     return ["h2load", "-c", connections, "-m", str(args.streams), "-n", str(requests), url]
 
 
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (h2c)")
+    parser.add_argument("--close", action="store_true", help="a new connection for every request (HTTP/1.1)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--app", default="bench.apps:hello")
     parser.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
@@ -141,6 +145,8 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="print the stages of a request (STAGES)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dump here (callgrind_annotate, kcachegrind)")
     args = parser.parse_args()
+    if args.close and args.proto != "h1":
+        parser.error("--close is HTTP/1.1's Connection: close: only with --proto h1")
     if args.breakdown and args.server != "tricorn":
         parser.error("--breakdown names tricorn's own functions: only with --server tricorn")
 
@@ -148,6 +154,8 @@ def main() -> None:
     n = args.requests
     log = "access log on" if args.access_log else "no access log"
     load = f"{args.connections} connections" + (f" x {args.streams} streams, h2c" if args.proto == "h2c" else "")
+    if args.close:
+        load = f"a new connection each, {args.connections} at a time"
     loop = args.loop if args.server == "tricorn" else "as bench/run.py starts it"
     print(
         f"{args.server} {args.app}: {profile.total / n:,.0f} instructions per request "

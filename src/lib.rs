@@ -42,3 +42,6 @@ mod _tricorn {
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,7 +1,8 @@
 //! The ASGI HTTP connection scope (ASGI HTTP spec 2.3, "HTTP Connection Scope"), built the way
 //! uvicorn builds it so that applications see the same values.
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 
 use http::request::Parts;
 use percent_encoding::percent_decode;
@@ -45,6 +46,31 @@ pub(crate) struct ScopeTemplate {
     root_path: String,
     /// PEM of the server's certificate, for the TLS extension.
     server_cert: Option<String>,
+    /// The text of the last client IP address, and of the last local one.
+    client_ip: IpText,
+    server_ip: IpText,
+}
+
+/// The Python string of the last IP address asked for.
+///
+/// Connections mostly come from the address of the one before (every connection from a reverse
+/// proxy; a load generator) and reach the same local address: they share one string instead
+/// of formatting the address (1,300 instructions with `Display`) and allocating it again.
+#[derive(Default)]
+struct IpText(RefCell<Option<(IpAddr, Py<PyString>)>>);
+
+impl IpText {
+    fn get<'py>(&self, py: Python<'py>, ip: IpAddr) -> Bound<'py, PyString> {
+        let mut last = self.0.borrow_mut();
+        if let Some((last_ip, text)) = last.as_ref()
+            && *last_ip == ip
+        {
+            return text.bind(py).clone();
+        }
+        let text = PyString::new(py, &ip.to_string());
+        *last = Some((ip, text.clone().unbind()));
+        text
+    }
 }
 
 impl ScopeTemplate {
@@ -72,6 +98,8 @@ impl ScopeTemplate {
             asgi: asgi.unbind(),
             root_path: root_path.to_owned(),
             server_cert: server_cert.and_then(|der| pem("CERTIFICATE", der)),
+            client_ip: IpText::default(),
+            server_ip: IpText::default(),
         })
     }
 
@@ -92,11 +120,11 @@ impl ScopeTemplate {
         }
         match (origin.server_port, &conn.server) {
             (Some(port), PeerAddr::Ip(addr)) => {
-                scope.set_item(intern!(py, "server"), (addr.ip().to_string(), port).into_pyobject(py)?)?;
+                scope.set_item(intern!(py, "server"), (self.server_ip.get(py, addr.ip()), port).into_pyobject(py)?)?;
             }
-            _ => scope.set_item(intern!(py, "server"), conn_scope.server(py, conn)?)?,
+            _ => scope.set_item(intern!(py, "server"), conn_scope.server(py, conn, &self.server_ip)?)?,
         }
-        scope.set_item(intern!(py, "client"), conn_scope.client(py, origin)?)?;
+        scope.set_item(intern!(py, "client"), conn_scope.client(py, origin, &self.client_ip)?)?;
         match origin.scheme {
             "http" => {}
             "https" => scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?,
@@ -219,25 +247,25 @@ impl ConnScope {
         Ok(tls)
     }
 
-    fn server<'py>(&mut self, py: Python<'py>, conn: &ConnInfo) -> PyResult<Bound<'py, PyAny>> {
+    fn server<'py>(&mut self, py: Python<'py>, conn: &ConnInfo, ip_text: &IpText) -> PyResult<Bound<'py, PyAny>> {
         if let Some(server) = &self.server {
             return Ok(server.bind(py).clone());
         }
         let server = match &conn.server {
-            PeerAddr::Ip(addr) => (addr.ip().to_string(), addr.port()).into_pyobject(py)?.into_any(),
+            PeerAddr::Ip(addr) => (ip_text.get(py, addr.ip()), addr.port()).into_pyobject(py)?.into_any(),
             PeerAddr::Unix(path) => (path.as_str(), py.None()).into_pyobject(py)?.into_any(),
         };
         self.server = Some(server.clone().unbind());
         Ok(server)
     }
 
-    fn client<'py>(&mut self, py: Python<'py>, origin: &Origin<'_>) -> PyResult<Bound<'py, PyAny>> {
+    fn client<'py>(&mut self, py: Python<'py>, origin: &Origin<'_>, ip_text: &IpText) -> PyResult<Bound<'py, PyAny>> {
         match &origin.client {
             Client::Peer(addr) => {
                 if let Some(client) = &self.client {
                     return Ok(client.bind(py).clone());
                 }
-                let client = (addr.ip().to_string(), addr.port()).into_pyobject(py)?.into_any();
+                let client = (ip_text.get(py, addr.ip()), addr.port()).into_pyobject(py)?.into_any();
                 self.client = Some(client.clone().unbind());
                 Ok(client)
             }
