@@ -1687,11 +1687,11 @@ def sh(cmd: list[str], timeout: float = 900, **kw) -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def ensure_peers_venv() -> None:
+def ensure_peers_venv(interpreter: str | None = None) -> None:
     py = PEERS_VENV / "bin" / "python"
     if not py.exists():
         log(f"creating {PEERS_VENV}")
-        r = sh([shutil.which("python3") or sys.executable, "-m", "venv", str(PEERS_VENV)])
+        r = sh([interpreter or shutil.which("python3") or sys.executable, "-m", "venv", str(PEERS_VENV)])
         if r.returncode != 0:
             raise SystemExit(f"venv creation failed:\n{r.stderr}")
     r = sh([str(py), "-c", "import uvicorn, httptools, uvloop, granian, fastapi, hypercorn, aioquic"])
@@ -1736,6 +1736,33 @@ def ensure_main_venv() -> str | None:
     if sh([str(MAIN_VENV / "bin" / "python"), "-c", "import tricorn"]).returncode != 0:
         return "tricorn is not importable from .venv (run maturin develop first)"
     return None
+
+
+def use_python(interpreter: str) -> None:
+    """Serve every Python server from venvs of `interpreter` (`--python`): tricorn built into
+    bench/.venv-pyX.Y with maturin, the peers into bench/.venv-peers-pyX.Y (load clients such as
+    ws_load.py stay on .venv)."""
+    global MAIN_VENV, PEERS_VENV
+    r = sh([interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=60)
+    if r.returncode != 0:
+        raise SystemExit(f"--python {interpreter}: not a working Python ({r.stderr.strip()[-200:]})")
+    tag = f"py{r.stdout.strip()}"
+    MAIN_VENV, PEERS_VENV = BENCH / f".venv-{tag}", BENCH / f".venv-peers-{tag}"
+    py = MAIN_VENV / "bin" / "python"
+    if not py.exists():
+        log(f"creating {MAIN_VENV}")
+        if sh([interpreter, "-m", "venv", str(MAIN_VENV)]).returncode != 0:
+            raise SystemExit(f"venv creation with {interpreter} failed")
+    if sh([str(py), "-c", "import maturin"]).returncode != 0:
+        requirements = (ROOT / "requirements-dev.txt").read_text().splitlines()
+        pins = [line for line in requirements if line.startswith("maturin==")]
+        if sh([str(py), "-m", "pip", "install", "-q", *pins], timeout=1800).returncode != 0:
+            raise SystemExit(f"pip install maturin into {MAIN_VENV} failed")
+    log(f"building tricorn into {MAIN_VENV}")
+    env = {**os.environ, "VIRTUAL_ENV": str(MAIN_VENV), "PYO3_PYTHON": str(py)}
+    r = sh([str(MAIN_VENV / "bin" / "maturin"), "develop", "--release", "--quiet"], timeout=1800, cwd=ROOT, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"maturin develop into {MAIN_VENV} failed:\n{r.stderr[-2000:]}")
 
 
 def ensure_pure_hyper() -> str | None:
@@ -2620,6 +2647,11 @@ def parse_args(argv=None):
         help="keep the cells of the existing results.json that this run does not measure "
         "(each row says when and on which tricorn commit it was measured)",
     )
+    ap.add_argument(
+        "--python",
+        help="interpreter for every Python server (tricorn built into bench/.venv-pyX.Y, the peers installed "
+        "into bench/.venv-peers-pyX.Y); default: .venv and bench/.venv-peers",
+    )
     ap.add_argument("--start-timeout", type=float, default=30)
     ap.add_argument("--out", type=Path, default=BENCH, help="directory for RESULTS.md / results.json (default bench/)")
     ap.add_argument(
@@ -2727,8 +2759,10 @@ def main(argv=None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
 
     skip: dict[str, str] = {}
+    if args.python:
+        use_python(args.python)
     if not args.no_install and any(s in PEER_SERVERS for s in args.servers):
-        ensure_peers_venv()
+        ensure_peers_venv(args.python)
     if "pure-hyper" in args.servers and any("pure-hyper" in sc.servers for sc in selected):
         problem = ensure_pure_hyper()
         if problem:

@@ -72,6 +72,19 @@ def test_limit_concurrency_counts_running_tasks(start_server):
     assert httpx.get(s.url + "/head", timeout=10).status_code == 200
 
 
+def test_limit_concurrency_frees_the_slot_of_every_finished_request(start_server):
+    # Answers from memory finish within their task's first step (on Python 3.12+ before the task
+    # is even scheduled), failing ones too: none may stay counted as running, or the limit would
+    # turn into 503s after a few requests.
+    s = start_server("tests.apps.basic:app", "--limit-concurrency", "2")
+    with httpx.Client(base_url=s.url, timeout=10) as client:
+        for _ in range(5):
+            assert client.get("/head").status_code == 200
+            assert client.get("/raise-before").status_code == 500
+            assert client.get("/no-response").status_code == 500
+        assert client.get("/head").status_code == 200
+
+
 # --- --limit-connections --------------------------------------------------------------------------
 def _answered(client: RawClient, timeout: float) -> bool:
     client.sock.settimeout(timeout)

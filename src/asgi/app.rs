@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use http::HeaderMap;
 use http::request::Parts;
+use pyo3::call::PyCallArgs;
 use pyo3::prelude::*;
 
 use super::access_log::AccessRecord;
@@ -115,21 +116,45 @@ pub(crate) fn start(
     let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
         state.app_tasks.borrow_mut().remove(task_key);
     })?;
-    let task = state.app_runner.call1(py, (scope, receive, send)).and_then(|coroutine| {
+    run_task(py, state, task_key, (scope, receive, send))?;
+    crate::runtime::count_app_start();
+    Ok(())
+}
+
+/// Run `app_runner(scope, receive, send)` as a new task, tracked under `task_key` (a
+/// placeholder already in `ServerState::app_tasks`, also known to `send`).
+///
+/// On Python 3.12+ the task starts eagerly ([`TaskSpawner`](super::task::TaskSpawner)): the
+/// application may already have finished when this returns, its `send` having removed the key
+/// and uncounted the task, which is why the task is counted first and only stored if its
+/// placeholder is still there.
+pub(crate) fn run_task<'py>(
+    py: Python<'py>,
+    state: &ServerState,
+    task_key: usize,
+    args: impl PyCallArgs<'py>,
+) -> PyResult<()> {
+    state.tasks.set(state.tasks.get() + 1);
+    let task = state.app_runner.call1(py, args).and_then(|coroutine| {
         let context = state.fresh_context.as_ref().map(|context| context.bind(py).call0()).transpose()?;
         state.task_spawner.spawn(py, coroutine, context)
     });
+    let mut app_tasks = state.app_tasks.borrow_mut();
     match task {
         Ok(task) => {
-            if let Some(slot) = state.app_tasks.borrow_mut().get_mut(task_key) {
+            if let Some(slot) = app_tasks.get_mut(task_key)
+                && slot.is_none(py)
+            {
                 *slot = task;
             }
-            state.tasks.set(state.tasks.get() + 1);
-            crate::runtime::handle().executor.count_app_start();
             Ok(())
         }
+        // The application ran eagerly and raised past the runner (`SystemExit`, say): the
+        // runner logged it and `send` reported it to the exchange already.
+        Err(_) if !app_tasks.contains(task_key) => Ok(()),
         Err(err) => {
-            state.app_tasks.borrow_mut().remove(task_key);
+            app_tasks.remove(task_key);
+            state.tasks.set(state.tasks.get() - 1);
             Err(err)
         }
     }

@@ -27,7 +27,7 @@ impl Done {
 }
 
 /// An awaitable already done with a value (a `receive()` message).
-#[pyclass(module = "tricorn._tricorn")]
+#[pyclass(module = "tricorn._tricorn", freelist = 64)]
 pub(crate) struct Ready {
     value: Option<Py<PyAny>>,
 }

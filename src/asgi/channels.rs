@@ -23,7 +23,7 @@ use crate::server::ServerState;
 const COPY_LIMIT: usize = 4096;
 
 /// `receive()`: the next `http.request` or `http.disconnect` message.
-#[pyclass(module = "tricorn._tricorn", unsendable)]
+#[pyclass(module = "tricorn._tricorn", unsendable, freelist = 64)]
 pub(crate) struct Receive {
     exchange: ExchangeRef,
     state: Rc<ServerState>,
@@ -104,7 +104,7 @@ impl AccessInfo {
 }
 
 /// `send(message)`: `http.response.start` then `http.response.body` messages.
-#[pyclass(module = "tricorn._tricorn", unsendable)]
+#[pyclass(module = "tricorn._tricorn", unsendable, freelist = 64)]
 pub(crate) struct Send {
     exchange: ExchangeRef,
     state: Rc<ServerState>,

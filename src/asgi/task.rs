@@ -11,6 +11,10 @@ const TASK_NAME: &str = "tricorn.request";
 pub(crate) enum TaskSpawner {
     /// No task factory on the loop: `asyncio.Task(coro, loop=loop, name=...)` directly, which
     /// skips the loop's `create_task` wrapper and the formatting of a `Task-N` name.
+    ///
+    /// On Python 3.12+ with `eager_start=True`: the application's first step runs at once, and
+    /// an application that does not wait for anything (a response from memory) is done without
+    /// a trip through the loop's ready queue or asyncio's registry of tasks (a `WeakSet`).
     Direct { task_type: Py<PyAny>, kwargs: Py<PyDict> },
     /// The loop has a task factory (an eager task factory, a monitoring tool): honour it.
     Factory { create_task: Py<PyAny> },
@@ -23,6 +27,9 @@ impl TaskSpawner {
             let kwargs = PyDict::new(py);
             kwargs.set_item(intern!(py, "loop"), event_loop)?;
             kwargs.set_item(intern!(py, "name"), TASK_NAME)?;
+            if py.version_info() >= (3, 12) {
+                kwargs.set_item(intern!(py, "eager_start"), true)?;
+            }
             let task_type = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "Task"))?;
             Ok(Self::Direct { task_type: task_type.unbind(), kwargs: kwargs.unbind() })
         } else {

@@ -68,6 +68,16 @@ pub(crate) fn handle() -> Rc<Runtime> {
     CURRENT.with(|c| c.borrow().clone().expect("tricorn runtime used outside of its thread"))
 }
 
+/// Count an application started by the task being polled (`Executor::count_app_start`),
+/// without the reference-count traffic of [`handle`].
+pub(crate) fn count_app_start() {
+    CURRENT.with(|c| {
+        if let Some(rt) = c.borrow().as_ref() {
+            rt.executor.count_app_start();
+        }
+    });
+}
+
 /// Run `f` with the current thread's runtime, if this thread has one.
 pub(crate) fn with_current(f: impl FnOnce(&Runtime)) {
     let rt = CURRENT.try_with(|c| c.borrow().clone()).ok().flatten();
@@ -263,7 +273,7 @@ mod tests {
             let count = started.clone();
             spawn(async move {
                 count.set(count.get() + 1);
-                super::handle().executor.count_app_start();
+                super::count_app_start();
             });
         }
         rt.drive().unwrap();

@@ -17,6 +17,7 @@ use super::callables::{WsReceive, WsSend};
 use super::deflate::{self, DeflateParams};
 use super::socket::socket_task;
 use super::state::{Decision, Stage, WsRef, WsState, resolve_closed};
+use crate::asgi::app;
 use crate::asgi::exchange::Aborted;
 use crate::asgi::service::{ResponseBody, simple_response};
 use crate::runtime;
@@ -36,22 +37,7 @@ pub(crate) fn start(
     let receive = Py::new(py, WsReceive { ws: ws.clone(), state: state.clone() })?;
     let task_key = state.app_tasks.borrow_mut().insert(py.None());
     let send = Py::new(py, WsSend { ws: ws.clone(), state: state.clone(), task_key, finished: false })?;
-    let task = state.app_runner.call1(py, (scope, receive, send)).and_then(|coroutine| {
-        let context = state.fresh_context.as_ref().map(|context| context.bind(py).call0()).transpose()?;
-        state.task_spawner.spawn(py, coroutine, context)
-    });
-    match task {
-        Ok(task) => {
-            if let Some(slot) = state.app_tasks.borrow_mut().get_mut(task_key) {
-                *slot = task;
-            }
-            state.tasks.set(state.tasks.get() + 1);
-        }
-        Err(err) => {
-            state.app_tasks.borrow_mut().remove(task_key);
-            return Err(err);
-        }
-    }
+    app::run_task(py, state, task_key, (scope, receive, send))?;
     let key = parts.headers.get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
     // The same header over HTTP/1.1 and HTTP/2 (RFC 8441 §5).
     let deflate = settings
