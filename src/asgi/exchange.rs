@@ -429,14 +429,20 @@ impl Exchange {
         }
     }
 
-    /// For hyper's service future: the head, once it may be written.
-    pub(crate) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseHead>> {
+    /// Whether [`poll_head`](Self::poll_head) would return at once: the head may be written,
+    /// or the exchange was aborted.
+    pub(crate) fn head_settled(&self) -> bool {
         let ready = if self.discard_body {
             self.stage == ResponseStage::Complete || (self.head_ready && self.stage == ResponseStage::NotStarted)
         } else {
             self.head_ready
         };
-        if ready || self.aborted {
+        ready || self.aborted
+    }
+
+    /// For hyper's service future: the head, once it may be written.
+    pub(crate) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseHead>> {
+        if self.head_settled() {
             return Poll::Ready(self.head.take());
         }
         self.head_waker = Some(cx.waker().clone());

@@ -154,7 +154,7 @@ fn start_app(
         app::start(py, state, conn, &mut conn_scope, scheme, parts, &exchange)
     });
     match started {
-        Ok(()) => Pending::App { exchange, state: state.clone(), done: Cell::new(false) },
+        Ok(()) => Pending::App { exchange, state: state.clone(), done: Cell::new(false), first_poll: true },
         Err(err) => {
             Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
             rejection(state, StatusCode::INTERNAL_SERVER_ERROR)
@@ -231,7 +231,13 @@ enum Pending {
     /// A WebSocket handshake waiting for the application.
     WebSocket(websocket::WsResponseFuture),
     /// Waiting for the application.
-    App { exchange: ExchangeRef, state: Rc<ServerState>, done: Cell<bool> },
+    App {
+        exchange: ExchangeRef,
+        state: Rc<ServerState>,
+        done: Cell<bool>,
+        /// Not polled yet: see `ResponseFuture::poll`.
+        first_poll: bool,
+    },
     /// An HTTP/2 request whose application starts when the stream's task is first polled.
     Deferred(Option<Box<AppStart>>),
 }
@@ -258,11 +264,22 @@ impl Future for ResponseFuture {
         if let Pending::Deferred(start) = &mut this.pending {
             this.pending = start.take().ok_or(Aborted)?.run();
         }
+        if let Pending::App { exchange, first_poll, .. } = &mut this.pending
+            && std::mem::take(first_poll)
+            && exchange.borrow().head_settled()
+        {
+            // The application answered within its first step, run eagerly as the task was
+            // created (Python 3.12+). Written right away, each response of a batch would go out
+            // alone and wake the client alone; yielding once puts the write after the rest of
+            // the batch, as happens when the loop steps the tasks.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut poll = match &mut this.pending {
             Pending::Deferred(_) => Poll::Ready(Err(Aborted)),
             Pending::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
             Pending::WebSocket(future) => Pin::new(future).poll(cx),
-            Pending::App { exchange, state, done } => poll_app(exchange, state, done, cx),
+            Pending::App { exchange, state, done, .. } => poll_app(exchange, state, done, cx),
         };
         if let Poll::Ready(Ok(response)) = &mut poll {
             response.body_mut().active = this.active.take();
