@@ -1,7 +1,7 @@
 """tricorn and a peer on the same core at the same time: CPU time per request of each, side by side.
 
 Usage: .venv/bin/python bench/head_to_head.py [--peer granian] [--scenarios hello,json,...]
-       [--runs 7] [--duration 5] [--out bench/HEAD_TO_HEAD.md]
+       [--runs 7] [--duration 5] [--out bench/HEAD_TO_HEAD.md] [--python INTERPRETER]
 
 bench/run.py measures one server at a time, and on a shared virtual machine whose speed moves
 by half from one minute to the next, even back-to-back rounds of two servers can land on
@@ -88,12 +88,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--out", type=Path, default=run.BENCH / "HEAD_TO_HEAD.md")
+    parser.add_argument("--python", help="interpreter for both servers, as bench/run.py --python")
     args = parser.parse_args()
     names = args.scenarios.split(",")
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     run.ensure_certs()
+    if args.python:
+        run.use_python(args.python)
+        run.ensure_peers_venv(args.python)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     rows = []
     with tempfile.TemporaryDirectory(prefix="head-to-head-") as tmp:
@@ -114,14 +118,23 @@ def main() -> int:
     return 0
 
 
+def python_version() -> str:
+    """The version of the Python that serves tricorn (and its peer)."""
+    py = run.server_python("tricorn")
+    return subprocess.run(
+        [str(py), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+    ).stdout.strip()
+
+
 def write_report(args: argparse.Namespace, started: str, rows: list) -> None:
     peer = args.peer
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=run.ROOT)
     lines = [
         f"# tricorn and {peer} on one core at the same time\n",
         f"Generated {started} by `bench/head_to_head.py` (`{' '.join(sys.argv[1:]) or 'defaults'}`), "
-        f"tricorn {git.stdout.strip()}. Method: the docstring of bench/head_to_head.py; servers, apps "
-        "and load generators as in [RESULTS.md](RESULTS.md) (one worker each, access log off; wrk "
+        f"tricorn {git.stdout.strip()}, Python {python_version()}. Method: the docstring of "
+        "bench/head_to_head.py; servers, apps and load generators as in [RESULTS.md](RESULTS.md) "
+        "(one worker each, access log off; wrk "
         "`-t1 -c64`, h2load `-c 10 -m 10`), both servers on CPU 0 and both load generators on CPU 1, "
         f"{args.duration} s per run after a 2 s warm-up of each, {args.runs} runs, both servers started "
         "afresh for each.\n",
