@@ -2223,7 +2223,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         )
     L.append(f"- tricorn git: {m.get('tricorn_git')}\n")
     L.append("## Software\n")
-    for label, key in (("tricorn venv (`.venv`)", "main"), ("peers venv (`bench/.venv-peers`)", "peers")):
+    venvs = meta.get("venvs", {"main": ".venv", "peers": "bench/.venv-peers"})
+    for label, key in ((f"tricorn venv (`{venvs['main']}`)", "main"), (f"peers venv (`{venvs['peers']}`)", "peers")):
         d = v.get(key, {})
         pk = ", ".join(f"{p} {d[p]}" for p in VERSION_PACKAGES if p in d)
         L.append(f"- {label}: Python {d.get('python', '?')}; {pk or d.get('error', '')}")
@@ -2790,6 +2791,7 @@ def main(argv=None) -> int:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "argv": shlex.join(["bench/run.py"] + (sys.argv[1:] if argv is None else list(argv))),
         "machine": machine_info(),
+        "venvs": {"main": str(MAIN_VENV.relative_to(ROOT)), "peers": str(PEERS_VENV.relative_to(ROOT))},
         "versions": {
             "main": venv_versions(MAIN_VENV),
             "peers": venv_versions(PEERS_VENV),
