@@ -118,21 +118,14 @@ def main() -> int:
     return 0
 
 
-def python_version() -> str:
-    """The version of the Python that serves tricorn (and its peer)."""
-    py = run.server_python("tricorn")
-    return subprocess.run(
-        [str(py), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
-    ).stdout.strip()
-
-
 def write_report(args: argparse.Namespace, started: str, rows: list) -> None:
     peer = args.peer
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=run.ROOT)
     lines = [
         f"# tricorn and {peer} on one core at the same time\n",
         f"Generated {started} by `bench/head_to_head.py` (`{' '.join(sys.argv[1:]) or 'defaults'}`), "
-        f"tricorn {git.stdout.strip()}, Python {python_version()}. Method: the docstring of "
+        f"tricorn {git.stdout.strip()}, Python {run.venv_versions(run.MAIN_VENV).get('python', '?')}. "
+        "Method: the docstring of "
         "bench/head_to_head.py; servers, apps and load generators as in [RESULTS.md](RESULTS.md) "
         "(one worker each, access log off; wrk "
         "`-t1 -c64`, h2load `-c 10 -m 10`), both servers on CPU 0 and both load generators on CPU 1, "
