@@ -82,6 +82,26 @@ def test_headers_lowercased_in_order_with_duplicates(srv):
     assert names.index("host") < names.index("x-mixed-case")
 
 
+def test_common_header_names_read_the_same_on_every_request(srv):
+    # The scope shares one bytes object per common header name; each request must still see
+    # its own names, lowercased, in order, next to names that are not shared.
+    sent = [
+        ("User-Agent", "probe/1"),
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "gzip"),
+        ("X-Rare-Name", "kept"),
+        ("Cookie", "a=1"),
+        ("Referer", "http://example.org/"),
+        ("Cache-Control", "no-cache"),
+    ]
+    head = "".join(f"{name}: {value}\r\n" for name, value in sent)
+    with RawClient(port=srv.port) as c:
+        for n in range(2):
+            c.send(f"GET /scope HTTP/1.1\r\nHost: h{n}\r\n{head}\r\n".encode())
+            headers = json.loads(c.read_response().body)["headers"]
+            assert headers == [["host", f"h{n}"]] + [[name.lower(), value] for name, value in sent]
+
+
 def test_method_and_http10(srv):
     scope = get_scope(srv, "/scope", method="POST", body=b"abc")
     assert scope["method"] == "POST"

@@ -8,7 +8,7 @@ use http::request::Parts;
 use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::net::{ConnInfo, PeerAddr, TlsInfo};
 
@@ -49,7 +49,39 @@ pub(crate) struct ScopeTemplate {
     /// The text of the last client IP address, and of the last local one.
     client_ip: IpText,
     server_ip: IpText,
+    /// The bytes objects of the header names in [`COMMON_HEADER_NAMES`], in that order.
+    header_names: Vec<Py<PyBytes>>,
 }
+
+/// Request header names common enough that the scope shares one immutable `bytes` object for
+/// each instead of allocating it for every request: what browsers, HTTP clients and reverse
+/// proxies send.
+const COMMON_HEADER_NAMES: [&str; 24] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-type",
+    "content-length",
+    "cookie",
+    "referer",
+    "origin",
+    "authorization",
+    "cache-control",
+    "pragma",
+    "if-none-match",
+    "if-modified-since",
+    "upgrade-insecure-requests",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "priority",
+];
 
 /// The Python string of the last IP address asked for.
 ///
@@ -100,6 +132,7 @@ impl ScopeTemplate {
             server_cert: server_cert.and_then(|der| pem("CERTIFICATE", der)),
             client_ip: IpText::default(),
             server_ip: IpText::default(),
+            header_names: COMMON_HEADER_NAMES.iter().map(|name| PyBytes::new(py, name.as_bytes()).unbind()).collect(),
         })
     }
 
@@ -154,7 +187,7 @@ impl ScopeTemplate {
         }
         let query = parts.uri.query().unwrap_or("");
         scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
-        let headers = headers(py, &parts.headers, origin.host.as_deref())?;
+        let headers = self.headers(py, &parts.headers, origin.host.as_deref())?;
         if matches!(parts.version, http::Version::HTTP_2 | http::Version::HTTP_3)
             && !parts.headers.contains_key(http::header::HOST)
         {
@@ -162,7 +195,7 @@ impl ScopeTemplate {
             // §4.3.1); applications read `host`.
             let authority = parts.uri.authority().map(|a| a.as_str());
             if let Some(host) = origin.host.as_deref().or(authority) {
-                headers.insert(0, (PyBytes::new(py, b"host"), PyBytes::new(py, host.as_bytes())))?;
+                headers.insert(0, (self.header_name(py, "host"), PyBytes::new(py, host.as_bytes())))?;
             }
         }
         scope.set_item(intern!(py, "headers"), headers)?;
@@ -182,6 +215,33 @@ impl ScopeTemplate {
         }
         scope.set_item(intern!(py, "extensions"), extensions)?;
         Ok(scope)
+    }
+
+    /// Request headers as a list of `(name, value)` byte pairs; names arrive lowercased from
+    /// hyper. `host`, when given, replaces the value of the `host` header.
+    fn headers<'py>(
+        &self,
+        py: Python<'py>,
+        headers: &http::HeaderMap,
+        host: Option<&str>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for (name, value) in headers {
+            let value = match host {
+                Some(host) if name == http::header::HOST => host.as_bytes(),
+                _ => value.as_bytes(),
+            };
+            list.append((self.header_name(py, name.as_str()), PyBytes::new(py, value)))?;
+        }
+        Ok(list)
+    }
+
+    /// The shared bytes object of a common header name, else a new one.
+    fn header_name<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyBytes> {
+        match COMMON_HEADER_NAMES.iter().position(|common| *common == name) {
+            Some(index) => self.header_names[index].bind(py).clone(),
+            None => PyBytes::new(py, name.as_bytes()),
+        }
     }
 }
 
@@ -295,21 +355,6 @@ fn method<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
         http::Method::PATCH => intern!(py, "PATCH").clone(),
         _ => PyString::new(py, method.as_str()),
     }
-}
-
-/// Request headers as a list of `(name, value)` byte pairs; names arrive lowercased from hyper.
-/// `host`, when given, replaces the value of the `host` header.
-fn headers<'py>(py: Python<'py>, headers: &http::HeaderMap, host: Option<&str>) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
-    for (name, value) in headers {
-        let value = match host {
-            Some(host) if name == http::header::HOST => host.as_bytes(),
-            _ => value.as_bytes(),
-        };
-        let pair = PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value)])?;
-        list.append(pair)?;
-    }
-    Ok(list)
 }
 
 /// `host:port` of the client as uvicorn's access log shows it (empty when unknown).
