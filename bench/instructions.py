@@ -4,6 +4,7 @@ instruction whatever else the machine does, unlike requests/s).
 Usage: .venv/bin/python bench/instructions.py [--requests 4000] [--connections 16] [--top 25]
        [--breakdown] [--access-log] [--loop asyncio] [--keep FILE]
        [--server granian|uvicorn] [--proto h2c [--streams 10]] [--app bench.apps:json] [--close]
+       [--header 'User-Agent: ...' ...]
 
 The server runs under `valgrind --tool=callgrind`; counters are zeroed after a warm-up, then
 h2load sends exactly N HTTP/1.1 requests, and the dump is read: user-space instructions per
@@ -14,6 +15,8 @@ free of the noise of a shared machine (user space only: what each server costs t
 in it). `--proto h2c` sends HTTP/2 by prior knowledge instead, `--streams` at a time per connection.
 `--close` sends `Connection: close` with every HTTP/1.1 request, so each comes on a new connection
 (h2load reconnects): the cost of a connection's accept, set-up and close is in the count.
+`--header` adds a request header (repeatable, h2load's `-H`): h2load alone sends only `host` and
+`user-agent`, where a browser sends ten or more.
 `--breakdown` adds the stages of a request (bench/stages.py: inclusive costs of their entry
 functions, each less its sub-stages). Kernel time (system calls) is not counted:
 bench/perf_breakdown.py gives the same stages in microseconds, kernel included.
@@ -57,10 +60,11 @@ def server_command(args: argparse.Namespace, port: int) -> list[str]:
 def load_command(args: argparse.Namespace, url: str, requests: int) -> list[str]:
     """h2load sending exactly `requests` requests: HTTP/1.1 (one at a time per connection) or h2c."""
     connections = str(min(args.connections, requests))
+    headers = [arg for header in args.header for arg in ("-H", header)]
     if args.proto == "h1":
         close = ["-H", "Connection: close"] if args.close else []
-        return ["h2load", "--h1", "-c", connections, "-n", str(requests), *close, url]
-    return ["h2load", "-c", connections, "-m", str(args.streams), "-n", str(requests), url]
+        return ["h2load", "--h1", "-c", connections, "-n", str(requests), *close, *headers, url]
+    return ["h2load", "-c", connections, "-m", str(args.streams), "-n", str(requests), *headers, url]
 
 
 def wait_answered(args: argparse.Namespace, url: str, timeout: float) -> None:
@@ -138,6 +142,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (h2c)")
     parser.add_argument("--close", action="store_true", help="a new connection for every request (HTTP/1.1)")
+    parser.add_argument("--header", action="append", default=[], help="an extra request header, 'Name: value'")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--app", default="bench.apps:hello")
     parser.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
@@ -156,6 +161,8 @@ def main() -> None:
     load = f"{args.connections} connections" + (f" x {args.streams} streams, h2c" if args.proto == "h2c" else "")
     if args.close:
         load = f"a new connection each, {args.connections} at a time"
+    if args.header:
+        load += f", {len(args.header)} extra request headers"
     loop = args.loop if args.server == "tricorn" else "as bench/run.py starts it"
     print(
         f"{args.server} {args.app}: {profile.total / n:,.0f} instructions per request "

@@ -73,6 +73,10 @@ impl<I> LengthFieldWatch<I> {
             }
         }
         for at in memchr::memchr_iter(b'\n', bytes) {
+            // Most lines start with another letter: one byte rules them out.
+            if bytes.get(at + 1).is_some_and(|first| first.to_ascii_lowercase() != FIELD_LINE[1]) {
+                continue;
+            }
             let tail = &bytes[at..];
             if tail.len() >= FIELD_LINE.len() {
                 found |= tail[..FIELD_LINE.len()].eq_ignore_ascii_case(FIELD_LINE);

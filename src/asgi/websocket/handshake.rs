@@ -36,7 +36,10 @@ pub(crate) fn start(
     let ws = WsState::new(settings.max_queue);
     let receive = Py::new(py, WsReceive { ws: ws.clone(), state: state.clone() })?;
     let task_key = state.app_tasks.borrow_mut().insert(py.None());
-    let send = Py::new(py, WsSend { ws: ws.clone(), state: state.clone(), task_key, finished: false })?;
+    let send =
+        Py::new(py, WsSend { ws: ws.clone(), state: state.clone(), task_key, finished: false }).inspect_err(|_| {
+            state.app_tasks.borrow_mut().remove(task_key);
+        })?;
     app::run_task(py, state, task_key, (scope, receive, send))?;
     let key = parts.headers.get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
     // The same header over HTTP/1.1 and HTTP/2 (RFC 8441 §5).
