@@ -15,6 +15,7 @@ use crate::asgi::awaitable::Done;
 use crate::asgi::plain_access_log::PlainAccessLog;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::task::TaskSpawner;
+use crate::asgi::task_registry;
 use crate::connection::{self, Protocols};
 use crate::http3::{self, QuicConfigs};
 use crate::net::{Accepted, ConnInfo, Listener, PeerAddr, backoff, is_connection_error};
@@ -215,6 +216,7 @@ impl NativeServer {
                 return Err(ConfigError::new_err("--http3 needs a certificate: add --ssl-certfile and --ssl-keyfile"));
             }
         };
+        task_registry::install(py)?;
         let scope_template = ScopeTemplate::new(py, &parsed.root_path, server_cert.as_deref())?;
         let protocols = Protocols::new(&parsed, tls);
         let get = |key: &str| -> PyResult<Py<PyAny>> {

@@ -11,4 +11,5 @@ pub(crate) mod plain_access_log;
 pub(crate) mod scope;
 pub(crate) mod service;
 pub(crate) mod task;
+pub(crate) mod task_registry;
 pub(crate) mod websocket;
