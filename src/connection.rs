@@ -173,8 +173,9 @@ async fn serve_http1<I>(state: &Rc<ServerState>, key: usize, io: I, service: Asg
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = pin!(state.protocols.http1.serve_connection(io, service).with_upgrades());
-    drive(state, key, conn, &mut watchdog, |conn| conn.graceful_shutdown()).await;
+    // Boxed: a new connection's task is then small enough to move cheaply when it is spawned.
+    let mut conn = Box::pin(state.protocols.http1.serve_connection(io, service).with_upgrades());
+    drive(state, key, conn.as_mut(), &mut watchdog, |conn| conn.graceful_shutdown()).await;
 }
 
 /// HTTP/2: upgrades (extended CONNECT, RFC 8441) work per stream, without hyper's upgrade variant.
@@ -182,8 +183,8 @@ async fn serve_http2<I>(state: &Rc<ServerState>, key: usize, io: I, service: Asg
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = pin!(state.protocols.http2.serve_connection(io, service));
-    drive(state, key, conn, &mut watchdog, |conn| conn.graceful_shutdown()).await;
+    let mut conn = Box::pin(state.protocols.http2.serve_connection(io, service));
+    drive(state, key, conn.as_mut(), &mut watchdog, |conn| conn.graceful_shutdown()).await;
 }
 
 /// Poll a connection (a hyper connection, or the detection of its protocol) to its end, starting

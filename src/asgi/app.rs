@@ -31,6 +31,9 @@ fn peer_is_trusted(settings: &Settings, conn: &ConnInfo) -> bool {
 fn apply_proxy_headers(settings: &Settings, headers: &HeaderMap, origin: &mut Origin<'_>) {
     let info = match settings.proxy_style {
         ProxyStyle::XForwarded => {
+            if !proxy_headers::has_x_forwarded(headers) {
+                return;
+            }
             let is_websocket = matches!(origin.scheme, "ws" | "wss");
             let mut info = proxy_headers::forwarded_by_trusted_peer(&settings.trusted_hosts, headers, is_websocket);
             if settings.forwarded_host {
