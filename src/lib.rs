@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _tricorn {
     #[pymodule_export]
-    use crate::asgi::awaitable::{Done, Ready};
+    use crate::asgi::awaitable::Ready;
     #[pymodule_export]
     use crate::asgi::channels::{Receive, Send};
     #[pymodule_export]
@@ -39,6 +39,7 @@ mod _tricorn {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("Done", crate::asgi::awaitable::done_type(m.py())?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use slab::Slab;
 
-use crate::asgi::awaitable::Done;
+use crate::asgi::awaitable;
 use crate::asgi::plain_access_log::PlainAccessLog;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::task::TaskSpawner;
@@ -64,7 +64,7 @@ pub(crate) struct ServerState {
     /// The scope dict copied for each request.
     pub(crate) scope_template: ScopeTemplate,
     /// The shared already-done awaitable returned by `send()`.
-    pub(crate) done: Py<Done>,
+    pub(crate) done: Py<PyAny>,
     /// `contextvars.Context`, when each request gets a fresh context.
     pub(crate) fresh_context: Option<Py<PyAny>>,
     /// The asyncio tasks running the application, to cancel them on abort.
@@ -235,7 +235,7 @@ impl NativeServer {
             error_logger: get("error_logger")?,
             lifespan_state: get("state")?.bind(py).cast::<PyDict>()?.clone().unbind(),
             scope_template,
-            done: Py::new(py, Done)?,
+            done: awaitable::done(py)?,
             fresh_context: if reset_contextvars {
                 Some(py.import(intern!(py, "contextvars"))?.getattr(intern!(py, "Context"))?.unbind())
             } else {
