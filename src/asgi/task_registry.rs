@@ -4,7 +4,7 @@
 //! on Python 3.10 and 3.11; `_asyncio._scheduled_tasks` on 3.12 and 3.13, for the tasks that do
 //! not finish in their eager first step): the C code calls the set's Python `add` method, and the
 //! weak reference's callback, the set's Python `_remove`, takes the task out again when it is
-//! freed. On Python 3.11 that is about 3,300 instructions of every request.
+//! freed. On Python 3.11 that is about 2,550 instructions of every request; done here, 750.
 //!
 //! [`install`] gives that one set an `add` of its own, in its instance dict, where the C code's
 //! method lookup finds it before the class's. It does in native code what `WeakSet.add` and
