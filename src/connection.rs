@@ -18,7 +18,7 @@ use crate::asgi::service::AsgiService;
 use crate::length_field_watch::{LengthFieldSeen, LengthFieldWatch};
 use crate::net::{ConnInfo, TlsInfo};
 use crate::preface::{DetectProtocol, Protocol};
-use crate::runtime::io::{Registered, Stream};
+use crate::runtime::io::{LastWrite, Registered, Stream};
 use crate::runtime::timer::HyperTimer;
 use crate::runtime::{self, LocalExec};
 use crate::server::{ConnectionGuard, ServerState};
@@ -94,7 +94,10 @@ pub(crate) async fn serve<S: Stream + 'static>(
     let activity = ConnActivity::new();
     let watchdog = Watchdog::new(activity.clone(), stream.slot(), stream.as_raw_fd(), state.protocols.limits);
     match state.protocols.tls.clone() {
-        None => serve_http(&state, stream, Rc::new(info), "http", key, activity, watchdog).await,
+        None => {
+            let last_write = Some(stream.last_write());
+            serve_http(&state, stream, Rc::new(info), last_write, key, activity, watchdog).await;
+        }
         // Boxed: the TLS states are large, and every cleartext connection's task would keep room for them.
         Some(acceptor) => Box::pin(serve_tls(&state, acceptor, stream, info, key, activity, watchdog)).await,
     }
@@ -129,14 +132,15 @@ async fn serve_tls<S: Stream + 'static>(
             .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
             .unwrap_or_default(),
     });
-    serve_http(state, TokioIo::new(tls), Rc::new(info), "https", key, activity, watchdog).await;
+    serve_http(state, TokioIo::new(tls), Rc::new(info), None, key, activity, watchdog).await;
 }
 
+/// HTTP over `io`; `last_write` is the socket itself when `io` is cleartext.
 async fn serve_http<I>(
     state: &Rc<ServerState>,
     io: I,
     info: Rc<ConnInfo>,
-    scheme: &'static str,
+    last_write: Option<LastWrite>,
     key: usize,
     activity: Rc<ConnActivity>,
     mut watchdog: Watchdog,
@@ -144,7 +148,8 @@ async fn serve_http<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let length_field = Arc::new(LengthFieldSeen::default());
-    let service = AsgiService::new(state.clone(), info, scheme, activity, length_field.clone());
+    let scheme = if info.tls.is_some() { "https" } else { "http" };
+    let service = AsgiService::new(state.clone(), info, scheme, activity, length_field.clone(), last_write);
     match state.protocols.versions {
         HttpVersions::Http1 => {
             serve_http1(state, key, LengthFieldWatch::new(io, length_field), service, watchdog).await

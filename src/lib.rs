@@ -9,6 +9,7 @@ mod forwarded;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http3;
+mod last_response;
 mod length_field_watch;
 mod net;
 mod preface;

@@ -1,7 +1,11 @@
 """HTTP/1.1 protocol behaviour over real TCP sockets."""
 
 import email.utils
+import random
 import select
+import socket
+import struct
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -197,6 +201,123 @@ def test_connection_close_request(srv):
         assert r.status == 200
         assert (r.header("connection") or "").lower() == "close"
         assert c.is_closed(5)
+
+
+def segments_received(srv, request: bytes) -> tuple[int, bytes]:
+    """Send `request` on a new connection, read to the end; the TCP segments that came in
+    (tcp_info's `tcpi_segs_in`, Linux) and the bytes."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    # struct tcp_info (linux/tcp.h): tcpi_segs_out, tcpi_segs_in follow tcpi_bytes_received.
+    _segs_out, segs_in = struct.unpack_from("II", info, 136)
+    return segs_in, data
+
+
+@pytest.mark.skipif(IS_UVICORN or sys.platform != "linux", reason="tricorn on Linux: segment counts from tcp_info")
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /status?body=hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /status?body=hello HTTP/1.0\r\n\r\n",
+        b"GET /status?body=hello&connection=close HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HEAD /status?body=hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["request-close", "http10", "response-close", "head"],
+)
+def test_last_response_ends_in_the_segment_of_the_fin(srv, request_bytes):
+    """The SYN-ACK, the acknowledgement of the request, then the response with the FIN: three
+    segments, where a response written apart from its FIN makes four."""
+    segs_in, data = segments_received(srv, request_bytes)
+    assert data.split(b" ", 1)[1].startswith(b"200 OK\r\n") and data.endswith(
+        b"\r\n\r\n" if b"HEAD" in request_bytes else b"hello"
+    )
+    assert segs_in == 3
+
+
+# The last response of a connection goes out with the FIN: the checks below guard that nothing
+# is held back or cut short.
+
+
+def test_connection_close_streamed_chunks_are_not_held(srv):
+    """A response that ends the connection still goes out as the application sends it."""
+    key = f"close-gate-{uuid.uuid4().hex}"
+    with raw(srv) as c:
+        c.send(build_request("GET", f"/stream?n=2&size=4&gate={key}", {"Connection": "close"}))
+        head = c.read_head()
+        assert head.status == 200
+        c.sock.settimeout(3)
+        assert c.read_chunk() == b"AAAA", "the first chunk must arrive while the app waits"
+        with raw(srv) as other:
+            assert other.request("GET", f"/set?key={key}").status == 200
+        c.sock.settimeout(10)
+        assert c.read_chunk() == b"BBBB"
+        assert c.read_chunk() == b""
+        assert c.is_closed(5)
+
+
+def test_connection_close_large_response_to_a_slow_reader(srv):
+    """Writes that fill the socket and resume still deliver every byte before the FIN."""
+    size = 3 * 1024 * 1024
+    with raw(srv, rcvbuf=8192) as c:
+        c.send(build_request("GET", f"/random?size={size}&seed=7&chunk=100000", {"Connection": "close"}))
+        head = c.read_head()
+        time.sleep(0.3)
+        body = c.read_eof()
+    assert head.status == 200 and head.header("content-length") == str(size)
+    assert body == random.Random(7).randbytes(size)
+
+
+def test_connection_close_ends_before_an_unread_body(srv):
+    """The FIN follows the response without waiting for the rest of a body the app did not read
+    (the staged close of RFC 9112 §9.6 starts with the response)."""
+    with raw(srv) as c:
+        c.send(b"POST /no-read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n12345")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"no-read"
+        assert c.is_closed(5)
+
+
+def test_response_connection_close_ends_the_connection(srv):
+    with raw(srv) as c:
+        r = c.request("GET", "/status?code=200&connection=close&body=bye")
+        assert r.status == 200 and r.body == b"bye"
+        assert (r.header("connection") or "").lower() == "close"
+        assert c.is_closed(5)
+
+
+def test_http10_keep_alive_keeps_the_connection(srv):
+    with raw(srv) as c:
+        for i in range(2):
+            r = c.request("GET", f"/scope?i={i}", {"Connection": "keep-alive"}, version="HTTP/1.0")
+            assert r.status == 200 and b'"query_string": "i=%d"' % i in r.body
+            assert (r.header("connection") or "").lower() == "keep-alive"
+        assert not c.is_closed(0.3)
+
+
+def test_pipelined_request_ending_the_connection(srv):
+    """The responses before the closing request are whole; nothing after it is answered."""
+    with raw(srv) as c:
+        c.send(
+            build_request("GET", "/scope?n=1")
+            + build_request("GET", "/stream?n=2&size=3", {"Connection": "close"})
+            + build_request("GET", "/scope?n=3")
+        )
+        r1 = c.read_response()
+        r2 = c.read_response()
+        assert r1.status == 200 and b'"query_string": "n=1"' in r1.body
+        assert r2.status == 200 and r2.body == b"AAABBB"
+        assert c.read_eof() == b""
+
+
+def test_head_ending_the_connection(srv):
+    with raw(srv) as c:
+        r = c.request("HEAD", "/head", {"Connection": "close"})
+        assert r.status == 200 and r.header("content-length") == "5" and r.body == b""
+        assert c.read_eof() == b""
 
 
 def test_server_and_date_headers(srv):

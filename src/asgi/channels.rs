@@ -16,6 +16,7 @@ use super::awaitable::Ready;
 use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
 use super::messages;
 use super::scope::{Origin, client_label};
+use crate::last_response;
 use crate::runtime;
 use crate::server::ServerState;
 
@@ -129,11 +130,13 @@ impl Send {
         let status = StatusCode::from_u16(status)
             .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
         let mut headers = HeaderMap::with_capacity(self.state.settings.default_headers.len() + 4);
+        let mut closes = false;
         for (name, value) in &self.state.settings.default_headers {
+            closes |= last_response::closes(name, value);
             headers.append(name.clone(), value.clone());
         }
         if let Some(list) = optional(py, message, intern!(py, "headers"))? {
-            append_headers(&list, &mut headers)?;
+            closes |= append_headers(&list, &mut headers)?;
         }
         let expected_length = headers
             .get(http::header::CONTENT_LENGTH)
@@ -146,7 +149,8 @@ impl Send {
             Some(flag) => flag.is_truthy()?,
             None => false,
         };
-        self.exchange.borrow_mut().start_response(ResponseHead { status, headers }, expected_length, trailers);
+        let head = ResponseHead { status, headers, closes };
+        self.exchange.borrow_mut().start_response(head, expected_length, trailers);
         Ok(())
     }
 
@@ -344,31 +348,34 @@ fn optional<'py>(
     Ok((!value.is_none()).then_some(value))
 }
 
-/// Append ASGI `[(name, value), ...]` byte-string pairs to `headers`.
+/// Append ASGI `[(name, value), ...]` byte-string pairs to `headers`; whether one of them ends
+/// the connection (`Connection: close`).
 ///
 /// A list of 2-tuples, what nearly every app sends, is read without the iterator protocol or
 /// integer indexing; any other iterable of pairs takes the generic path.
-fn append_headers(list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<()> {
+fn append_headers(list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<bool> {
+    let mut closes = false;
     if let Ok(list) = list.cast::<PyList>() {
         for pair in list.iter() {
-            match pair.cast::<PyTuple>() {
+            closes |= match pair.cast::<PyTuple>() {
                 Ok(tuple) if tuple.len() == 2 => {
                     let (name, value) = (tuple.get_borrowed_item(0)?, tuple.get_borrowed_item(1)?);
-                    append_header(headers, &name, &value)?;
+                    append_header(headers, &name, &value)?
                 }
                 _ => append_pair(headers, &pair)?,
-            }
+            };
         }
-        return Ok(());
+        return Ok(closes);
     }
     for pair in list.try_iter()? {
-        append_pair(headers, &pair?)?;
+        closes |= append_pair(headers, &pair?)?;
     }
-    Ok(())
+    Ok(closes)
 }
 
-/// Append one `[name, value]` pair given as any iterable of exactly two items.
-fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<()> {
+/// Append one `[name, value]` pair given as any iterable of exactly two items; whether it ends
+/// the connection.
+fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<bool> {
     let not_a_pair = || PyTypeError::new_err("ASGI header must be a [name, value] pair");
     let mut items = pair.try_iter().map_err(|_| not_a_pair())?;
     let name = items.next().ok_or_else(not_a_pair)??;
@@ -379,7 +386,8 @@ fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<()>
     append_header(headers, &name, &value)
 }
 
-fn append_header(headers: &mut HeaderMap, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+/// Append one field; whether it ends the connection.
+fn append_header(headers: &mut HeaderMap, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
     let name = header_bytes(name, "name")?;
     let value = header_bytes(value, "value")?;
     let name = HeaderName::from_bytes(name).map_err(|_| {
@@ -387,8 +395,9 @@ fn append_header(headers: &mut HeaderMap, name: &Bound<'_, PyAny>, value: &Bound
     })?;
     let value = HeaderValue::from_bytes(value)
         .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
+    let closes = last_response::closes(&name, &value);
     headers.append(name, value);
-    Ok(())
+    Ok(closes)
 }
 
 /// A header map from ASGI byte-string pairs.

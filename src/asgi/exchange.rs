@@ -44,6 +44,8 @@ pub(crate) type ChunkPoll = Poll<Option<Result<Frame<Bytes>, Aborted>>>;
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
+    /// A field ends the connection (`Connection: close`, see `last_response::closes`).
+    pub(crate) closes: bool,
 }
 
 /// Where the response is in its life.

@@ -19,9 +19,11 @@ use super::body::RequestBody;
 use super::exchange::{Aborted, Exchange, ExchangeRef, Parked, ResponseHead};
 use super::scope::ConnScope;
 use super::{app, messages, websocket};
+use crate::last_response::{self, Ending};
 use crate::length_field_watch::LengthFieldSeen;
 use crate::net::ConnInfo;
 use crate::request_checks;
+use crate::runtime::io::LastWrite;
 use crate::server::ServerState;
 use crate::watchdog::{ActiveExchange, ConnActivity};
 
@@ -38,6 +40,8 @@ pub(crate) struct AsgiService {
     /// Whether an HTTP/1.1 request head held `Content-Length` that hyper dropped for
     /// `Transfer-Encoding`.
     length_field: Arc<LengthFieldSeen>,
+    /// The socket of a cleartext connection, told when a response is the connection's last.
+    last_write: Option<LastWrite>,
 }
 
 impl AsgiService {
@@ -48,8 +52,9 @@ impl AsgiService {
         scheme: &'static str,
         activity: Rc<ConnActivity>,
         length_field: Arc<LengthFieldSeen>,
+        last_write: Option<LastWrite>,
     ) -> Self {
-        Self { state, conn, scheme, conn_scope: Rc::default(), activity, length_field }
+        Self { state, conn, scheme, conn_scope: Rc::default(), activity, length_field, last_write }
     }
 
     /// A response made by the server, closing the connection.
@@ -64,9 +69,21 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
     type Future = TcpResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> TcpResponseFuture {
+        // hyper answers CONNECT's 2xx without a body and hands the connection over.
+        let ending = match &self.last_write {
+            Some(socket) if request.version() <= Version::HTTP_11 && request.method() != Method::CONNECT => {
+                Some(EndingCheck {
+                    socket: socket.clone(),
+                    request_closes: last_response::request_closes(request.version(), request.headers()),
+                    head: request.method() == Method::HEAD,
+                })
+            }
+            _ => None,
+        };
         TcpResponseFuture {
             inner: self.handle(request.map(RequestBody::Hyper)),
             alt_svc: self.state.alt_svc.borrow().clone(),
+            ending,
         }
     }
 }
@@ -194,6 +211,7 @@ pub(crate) fn simple_response(state: &ServerState, status: StatusCode, text: &'s
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response.body_mut().closes = true;
     response
 }
 
@@ -202,6 +220,30 @@ pub(crate) fn simple_response(state: &ServerState, status: StatusCode, text: &'s
 pub(crate) struct TcpResponseFuture {
     inner: ResponseFuture,
     alt_svc: Option<HeaderValue>,
+    /// On a cleartext HTTP/1.x connection: what tells whether the response ends it.
+    ending: Option<EndingCheck>,
+}
+
+/// What tells the socket of a cleartext HTTP/1.x connection when its last response is all in
+/// hyper's hands (see `LastWrite`).
+struct EndingCheck {
+    socket: LastWrite,
+    /// The request asked to close the connection after the response.
+    request_closes: bool,
+    /// The request's method is HEAD.
+    head: bool,
+}
+
+impl EndingCheck {
+    /// Tell the socket now, or hand it to the body to tell at its end, if `response` is the last.
+    fn apply(self, response: &mut Response<ResponseBody>) {
+        let response_closes = response.body().closes;
+        match last_response::ending(self.request_closes, response_closes, self.head, response.status()) {
+            Ending::No => {}
+            Ending::AtHead => self.socket.mark(),
+            Ending::AtBodyEnd => response.body_mut().last_write = Some(self.socket),
+        }
+    }
 }
 
 impl Future for TcpResponseFuture {
@@ -210,8 +252,13 @@ impl Future for TcpResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut response = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
-        if let (Ok(response), Some(alt_svc)) = (&mut response, this.alt_svc.take()) {
-            response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+        if let Ok(response) = &mut response {
+            if let Some(alt_svc) = this.alt_svc.take() {
+                response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+            }
+            if let Some(ending) = this.ending.take() {
+                ending.apply(response);
+            }
         }
         Poll::Ready(response)
     }
@@ -302,13 +349,14 @@ fn poll_app(
     done.set(true);
     let rejection = exchange.borrow().rejection;
     Poll::Ready(match head {
-        Some(ResponseHead { status, headers }) => {
+        Some(ResponseHead { status, headers, closes }) => {
             let body = if exchange.borrow().discard_body {
                 BodyKind::Head(exchange.clone(), exchange.borrow().sent_length)
             } else {
                 BodyKind::Stream(exchange.clone(), false)
             };
             let mut response = Response::new(ResponseBody::new(body));
+            response.body_mut().closes = closes;
             *response.status_mut() = status;
             *response.headers_mut() = headers;
             Ok(response)
@@ -344,6 +392,11 @@ pub(crate) struct ResponseBody {
     kind: BodyKind,
     /// Counts the exchange as in flight until hyper has taken the whole body.
     active: Option<ActiveExchange>,
+    /// The connection's socket, if this response is the connection's last: told when hyper
+    /// has the body's end.
+    last_write: Option<LastWrite>,
+    /// The response's fields end the connection (`Connection: close`).
+    closes: bool,
 }
 
 /// Where the response body comes from.
@@ -358,21 +411,19 @@ enum BodyKind {
 
 impl ResponseBody {
     fn new(kind: BodyKind) -> Self {
-        Self { kind, active: None }
+        Self { kind, active: None, last_write: None, closes: false }
     }
 
-    /// A body known in full (`None`: empty).
-    pub(crate) fn full(data: Option<Bytes>) -> Self {
-        Self::new(BodyKind::Full(data))
+    /// hyper has (or is about to write) the body's end.
+    fn ended(&self) {
+        if let Some(last_write) = &self.last_write {
+            last_write.mark();
+        }
     }
-}
 
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Aborted;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
-        match &mut self.get_mut().kind {
+    /// The next frame of the body, wherever it comes from.
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        match &mut self.kind {
             BodyKind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyKind::Head(..) => Poll::Ready(None),
             BodyKind::Stream(exchange, finished) => {
@@ -392,12 +443,36 @@ impl Body for ResponseBody {
         }
     }
 
+    /// A body known in full (`None`: empty).
+    pub(crate) fn full(data: Option<Bytes>) -> Self {
+        Self::new(BodyKind::Full(data))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        let this = self.get_mut();
+        let poll = this.poll_kind(cx);
+        // Trailers end a body; `is_end_stream` tells of the other ends.
+        if matches!(&poll, Poll::Ready(None)) || matches!(&poll, Poll::Ready(Some(Ok(frame))) if frame.is_trailers()) {
+            this.ended();
+        }
+        poll
+    }
+
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
+        let end = match &self.kind {
             BodyKind::Full(data) => data.is_none(),
             BodyKind::Head(..) => true,
             BodyKind::Stream(exchange, finished) => *finished || exchange.borrow().body_is_end(),
+        };
+        if end {
+            self.ended();
         }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -80,7 +80,7 @@ pub(crate) async fn serve(state: Rc<ServerState>, incoming: Incoming, local: Soc
         return;
     };
     // QUIC times idle connections itself (--http3-idle-timeout): no watchdog reads the activity.
-    let service = AsgiService::new(state.clone(), Rc::new(info), "https", ConnActivity::new(), Arc::default());
+    let service = AsgiService::new(state.clone(), Rc::new(info), "https", ConnActivity::new(), Arc::default(), None);
     let mut requests = FuturesUnordered::new();
     let mut shutdown_sent = false;
     loop {

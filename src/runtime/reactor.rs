@@ -32,6 +32,9 @@ pub(crate) struct IoSlot {
     reads: AtomicU32,
     /// Readiness events that reported the source writable (wrapping).
     write_events: AtomicU32,
+    /// The response being written is the connection's last and its end is in the writer's
+    /// buffer: see [`IoSlot::mark_last_write`].
+    last_write: AtomicBool,
 }
 
 impl Default for IoSlot {
@@ -44,6 +47,7 @@ impl Default for IoSlot {
             writable: AtomicBool::new(true),
             reads: AtomicU32::new(0),
             write_events: AtomicU32::new(0),
+            last_write: AtomicBool::new(false),
         }
     }
 }
@@ -82,6 +86,17 @@ impl IoSlot {
     /// How many readiness events reported the source writable (wrapping).
     pub(crate) fn write_events(&self) -> u32 {
         self.write_events.load(Ordering::Relaxed)
+    }
+
+    /// What remains to write is the end of the connection: writes may hold their last bytes
+    /// back, and the flush that follows them sends the FIN with them.
+    pub(crate) fn mark_last_write(&self) {
+        self.last_write.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether what is being written ends the connection.
+    pub(crate) fn is_last_write(&self) -> bool {
+        self.last_write.load(Ordering::Relaxed)
     }
 
     /// Park the waker of a task whose read would block.

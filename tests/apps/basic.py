@@ -413,7 +413,9 @@ async def header_shapes(scope, receive, send, q):
 
 
 async def status(scope, receive, send, q):
-    await respond(send, b"", status=int(q.get("code", "200")))
+    """Status ``code`` with ``body``; ``connection`` sets that response header."""
+    headers = [(b"connection", q["connection"].encode())] if "connection" in q else []
+    await respond(send, q.get("body", ""), status=int(q.get("code", "200")), headers=headers)
 
 
 async def ctx_import(scope, receive, send, q):

@@ -15,6 +15,8 @@ use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRAD
 use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
+use crate::last_response::has_token;
+
 pub(crate) use callables::{WsReceive, WsSend};
 pub(crate) use handshake::{WsResponseFuture, start};
 
@@ -52,13 +54,6 @@ pub(crate) fn is_upgrade(parts: &Parts) -> bool {
         }
         _ => false,
     }
-}
-
-fn has_token(headers: &HeaderMap, name: &http::header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
 /// The subprotocols the client offered (`Sec-WebSocket-Protocol`, comma-separated).

@@ -1,0 +1,135 @@
+//! Whether an HTTP/1.x response is the last of its connection, read from the same fields hyper
+//! reads to decide it (RFC 9112 §9.3 and §9.6).
+//!
+//! The answer only makes the socket send the response's end and the FIN together
+//! (`runtime::io::LastWrite`), so it must never say "last" where hyper keeps the connection
+//! open. Where hyper closes for a reason read elsewhere (a body without a length for an
+//! HTTP/1.0 client, the server shutting down), the answer is "not known", and the FIN follows on
+//! its own as before.
+
+use http::header::CONNECTION;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+/// Whether a response ends its connection, and when hyper then has all of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The connection may go on (or ends for a reason not read here).
+    No,
+    /// The response ends the connection and has no content (HEAD, 204, 304, RFC 9110 §6.4.1):
+    /// hyper has all of it with the head.
+    AtHead,
+    /// The response ends the connection: hyper has all of it with the body's end.
+    AtBodyEnd,
+}
+
+/// Whether the response to a request ends the connection (`request_closes`: see
+/// [`request_closes`]; `response_closes`: a field of the response passed [`closes`]; `head`:
+/// the request's method is HEAD).
+pub(crate) fn ending(request_closes: bool, response_closes: bool, head: bool, status: StatusCode) -> Ending {
+    // A 1xx is not the final response; a 101 hands the connection over (to a WebSocket).
+    if status.is_informational() || !(request_closes || response_closes) {
+        Ending::No
+    } else if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Ending::AtHead
+    } else {
+        Ending::AtBodyEnd
+    }
+}
+
+/// Whether any `name` field line holds `token` in its comma-separated list (any case).
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    // A pass over the few fields of a message costs less than hashing `name` for a lookup.
+    headers.iter().any(|(n, v)| n == name && list_has(v, token))
+}
+
+/// Whether the comma-separated list `value` holds `token` (any case; RFC 9110 §5.6.1 lists,
+/// whose elements may be padded with spaces and tabs).
+fn list_has(value: &HeaderValue, token: &str) -> bool {
+    value.as_bytes().split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether the request ends its connection after the response: an HTTP/1.1 request with
+/// `Connection: close`, or an HTTP/1.0 request without `Connection: keep-alive` (RFC 9112 §9.3;
+/// a `close` beside `keep-alive` wins, as in hyper).
+pub(crate) fn request_closes(version: Version, headers: &HeaderMap) -> bool {
+    match version {
+        Version::HTTP_11 => has_token(headers, &CONNECTION, "close"),
+        Version::HTTP_10 => has_token(headers, &CONNECTION, "close") || !has_token(headers, &CONNECTION, "keep-alive"),
+        _ => false,
+    }
+}
+
+/// Whether a response field line ends the connection: `Connection` with `close` (RFC 9112 §9.6).
+#[inline]
+pub(crate) fn closes(name: &HeaderName, value: &HeaderValue) -> bool {
+    name == CONNECTION && list_has(value, "close")
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
+    use http::{HeaderMap, HeaderValue, StatusCode, Version};
+
+    use super::{Ending, closes, ending, has_token, request_closes};
+
+    fn headers(connection: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in connection {
+            headers.append(CONNECTION, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn finds_a_token_in_any_line_and_case() {
+        assert!(has_token(&headers(&["keep-alive, Close"]), &CONNECTION, "close"));
+        assert!(has_token(&headers(&["upgrade", " CLOSE "]), &CONNECTION, "close"));
+        assert!(!has_token(&headers(&["closed, not-close"]), &CONNECTION, "close"));
+        assert!(!has_token(&headers(&["close"]), &UPGRADE, "close"));
+    }
+
+    #[test]
+    fn http11_closes_only_when_asked() {
+        assert!(!request_closes(Version::HTTP_11, &headers(&[])));
+        assert!(!request_closes(Version::HTTP_11, &headers(&["keep-alive"])));
+        assert!(request_closes(Version::HTTP_11, &headers(&["close"])));
+        assert!(request_closes(Version::HTTP_11, &headers(&["te", "close"])));
+    }
+
+    #[test]
+    fn http10_closes_unless_kept_alive() {
+        assert!(request_closes(Version::HTTP_10, &headers(&[])));
+        assert!(!request_closes(Version::HTTP_10, &headers(&["Keep-Alive"])));
+        assert!(request_closes(Version::HTTP_10, &headers(&["keep-alive", "close"])));
+    }
+
+    #[test]
+    fn multiplexed_versions_never_close_the_connection() {
+        assert!(!request_closes(Version::HTTP_2, &headers(&["close"])));
+        assert!(!request_closes(Version::HTTP_3, &headers(&["close"])));
+    }
+
+    #[test]
+    fn a_response_field_closes_with_the_token() {
+        assert!(closes(&CONNECTION, &HeaderValue::from_static("close")));
+        assert!(closes(&CONNECTION, &HeaderValue::from_static("te, Close")));
+        assert!(!closes(&CONNECTION, &HeaderValue::from_static("keep-alive")));
+        assert!(!closes(&CONTENT_TYPE, &HeaderValue::from_static("close")));
+    }
+
+    #[test]
+    fn ending_follows_either_side_and_the_content() {
+        assert_eq!(ending(false, false, false, StatusCode::OK), Ending::No);
+        assert_eq!(ending(true, false, false, StatusCode::OK), Ending::AtBodyEnd);
+        assert_eq!(ending(false, true, false, StatusCode::OK), Ending::AtBodyEnd);
+        assert_eq!(ending(true, false, true, StatusCode::OK), Ending::AtHead);
+        assert_eq!(ending(true, false, false, StatusCode::NO_CONTENT), Ending::AtHead);
+        assert_eq!(ending(false, true, false, StatusCode::NOT_MODIFIED), Ending::AtHead);
+    }
+
+    #[test]
+    fn informational_responses_never_end_the_connection() {
+        assert_eq!(ending(true, true, false, StatusCode::SWITCHING_PROTOCOLS), Ending::No);
+        assert_eq!(ending(true, false, false, StatusCode::CONTINUE), Ending::No);
+    }
+}
