@@ -10,6 +10,8 @@
 use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
+use crate::field_values::{has_token, list_has};
+
 /// Whether a response ends its connection, and when hyper then has all of its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -36,18 +38,6 @@ pub(crate) fn ending(request_closes: bool, response_closes: bool, head: bool, st
     }
 }
 
-/// Whether any `name` field line holds `token` in its comma-separated list (any case).
-pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    // A pass over the few fields of a message costs less than hashing `name` for a lookup.
-    headers.iter().any(|(n, v)| n == name && list_has(v, token))
-}
-
-/// Whether the comma-separated list `value` holds `token` (any case; RFC 9110 §5.6.1 lists,
-/// whose elements may be padded with spaces and tabs).
-fn list_has(value: &HeaderValue, token: &str) -> bool {
-    value.as_bytes().split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// Whether the request ends its connection after the response: an HTTP/1.1 request with
 /// `Connection: close`, or an HTTP/1.0 request without `Connection: keep-alive` (RFC 9112 §9.3;
 /// a `close` beside `keep-alive` wins, as in hyper).
@@ -67,10 +57,10 @@ pub(crate) fn closes(name: &HeaderName, value: &HeaderValue) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use http::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
+    use http::header::{CONNECTION, CONTENT_TYPE};
     use http::{HeaderMap, HeaderValue, StatusCode, Version};
 
-    use super::{Ending, closes, ending, has_token, request_closes};
+    use super::{Ending, closes, ending, request_closes};
 
     fn headers(connection: &[&'static str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -78,14 +68,6 @@ mod tests {
             headers.append(CONNECTION, HeaderValue::from_static(value));
         }
         headers
-    }
-
-    #[test]
-    fn finds_a_token_in_any_line_and_case() {
-        assert!(has_token(&headers(&["keep-alive, Close"]), &CONNECTION, "close"));
-        assert!(has_token(&headers(&["upgrade", " CLOSE "]), &CONNECTION, "close"));
-        assert!(!has_token(&headers(&["closed, not-close"]), &CONNECTION, "close"));
-        assert!(!has_token(&headers(&["close"]), &UPGRADE, "close"));
     }
 
     #[test]

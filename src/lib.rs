@@ -4,6 +4,7 @@
 
 mod asgi;
 mod connection;
+mod field_values;
 mod forwarded;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -9,7 +9,9 @@
 
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::field_values::list_elements;
 
 /// Check an HTTP/1.0 or HTTP/1.1 request head; `Err` carries the status to answer.
 /// `had_length`: the head held a `Content-Length` line, which hyper drops when
@@ -142,11 +144,6 @@ fn check_transfer_coding(headers: &HeaderMap) -> Result<(), StatusCode> {
     } else {
         Ok(())
     }
-}
-
-/// The non-empty elements of a comma-separated field value, trimmed (RFC 9110 §5.6.1).
-fn list_elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|e| !e.is_empty())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::field_values::has_token;
 use crate::net::{ConnInfo, PeerAddr, TlsInfo};
 
 /// Where the request comes from, after proxy headers were applied.
@@ -371,9 +372,7 @@ pub(crate) fn client_label(origin: &Origin<'_>) -> String {
 fn can_send_trailers(parts: &Parts) -> bool {
     match parts.version {
         http::Version::HTTP_2 | http::Version::HTTP_3 => true,
-        http::Version::HTTP_11 => parts.headers.get_all(http::header::TE).iter().any(|value| {
-            value.to_str().is_ok_and(|v| v.split(',').any(|item| item.trim().eq_ignore_ascii_case("trailers")))
-        }),
+        http::Version::HTTP_11 => has_token(&parts.headers, &http::header::TE, "trailers"),
         _ => false,
     }
 }

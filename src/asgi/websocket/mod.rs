@@ -15,7 +15,7 @@ use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRAD
 use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
-use crate::last_response::has_token;
+use crate::field_values::has_token;
 
 pub(crate) use callables::{WsReceive, WsSend};
 pub(crate) use handshake::{WsResponseFuture, start};
