@@ -32,7 +32,7 @@ pub(super) async fn serve_request(service: &AsgiService, resolver: RequestResolv
     // A stream that ends or breaks before its headers concerns that stream only.
     let Ok((request, stream)) = resolver.resolve_request().await else { return };
     let (mut send, recv) = stream.split();
-    let request = request.map(|()| RequestBody::Http3(RequestStreamBody::new(recv)));
+    let request = request.map(|()| RequestBody::Http3(Box::new(RequestStreamBody::new(recv))));
     let mut head = pin!(service.handle(request));
     let response = loop {
         let next = poll_fn(|cx| match head.take_early_hint() {
