@@ -126,7 +126,7 @@ impl AsgiService {
             });
             return match started {
                 // The session counts as in flight until the WebSocket closes.
-                Ok(future) => ResponseFuture::new(Pending::WebSocket(future.keep_active(active)), None),
+                Ok(future) => ResponseFuture::new(Pending::WebSocket(Box::new(future.keep_active(active))), None),
                 Err(err) => {
                     Python::attach(|py| state.log_exception(py, "Exception in ASGI application\n", &err));
                     self.reject(StatusCode::INTERNAL_SERVER_ERROR, active)
@@ -198,7 +198,7 @@ impl AppStart {
 /// A response the server makes itself with `status`, closing the connection.
 fn rejection(state: &ServerState, status: StatusCode) -> Pending {
     let text = status.canonical_reason().unwrap_or("");
-    Pending::Simple(Some(simple_response(state, status, text)))
+    Pending::Simple(Some(Box::new(simple_response(state, status, text))))
 }
 
 /// A complete response produced by the server itself (errors, overload).
@@ -271,12 +271,13 @@ pub(crate) struct ResponseFuture {
     active: Option<ActiveExchange>,
 }
 
-/// What the response head waits for.
+/// What the response head waits for. The rare variants are boxed: hyper keeps the future of
+/// every request in flight, and moves it when the request starts.
 enum Pending {
     /// A response the server made itself.
-    Simple(Option<Response<ResponseBody>>),
+    Simple(Option<Box<Response<ResponseBody>>>),
     /// A WebSocket handshake waiting for the application.
-    WebSocket(websocket::WsResponseFuture),
+    WebSocket(Box<websocket::WsResponseFuture>),
     /// Waiting for the application.
     App {
         exchange: ExchangeRef,
@@ -324,8 +325,8 @@ impl Future for ResponseFuture {
         }
         let mut poll = match &mut this.pending {
             Pending::Deferred(_) => Poll::Ready(Err(Aborted)),
-            Pending::Simple(response) => Poll::Ready(response.take().ok_or(Aborted)),
-            Pending::WebSocket(future) => Pin::new(future).poll(cx),
+            Pending::Simple(response) => Poll::Ready(response.take().map(|response| *response).ok_or(Aborted)),
+            Pending::WebSocket(future) => Pin::new(&mut **future).poll(cx),
             Pending::App { exchange, state, done, .. } => poll_app(exchange, state, done, cx),
         };
         if let Poll::Ready(Ok(response)) = &mut poll {
