@@ -13,10 +13,17 @@ pub(crate) fn list_has(value: &HeaderValue, token: &str) -> bool {
     list_elements(value).any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Up to this many field lines, a pass over them costs less than hashing a name for a lookup
+/// (about 25 instructions a line against 100; callgrind).
+const FEW_FIELDS: usize = 4;
+
 /// Whether any `name` field line holds `token` in its list (any case).
 pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    // A pass over the few fields of a message costs less than hashing `name` for a lookup.
-    headers.iter().any(|(n, v)| n == name && list_has(v, token))
+    if headers.len() <= FEW_FIELDS {
+        headers.iter().any(|(n, v)| n == name && list_has(v, token))
+    } else {
+        headers.get_all(name).iter().any(|v| list_has(v, token))
+    }
 }
 
 #[cfg(test)]
@@ -47,5 +54,18 @@ mod tests {
         assert!(!has_token(&headers(CONNECTION, &["closed, not-close"]), &CONNECTION, "close"));
         assert!(!has_token(&headers(CONNECTION, &["close"]), &UPGRADE, "close"));
         assert!(has_token(&headers(TE, &["deflate", "trailers"]), &TE, "trailers"));
+    }
+
+    #[test]
+    fn a_long_message_gives_the_same_answers() {
+        let mut many = headers(CONNECTION, &["keep-alive", "Close"]);
+        for name in ["a", "b", "c", "d"] {
+            many.append(http::HeaderName::from_static(name), HeaderValue::from_static("close"));
+        }
+        assert!(many.len() > super::FEW_FIELDS);
+        assert!(has_token(&many, &CONNECTION, "close"));
+        assert!(has_token(&many, &CONNECTION, "keep-alive"));
+        assert!(!has_token(&many, &CONNECTION, "upgrade"));
+        assert!(!has_token(&many, &UPGRADE, "close"));
     }
 }
