@@ -33,6 +33,8 @@ mod _tricorn {
     #[pymodule_export]
     use crate::asgi::channels::{Receive, Send};
     #[pymodule_export]
+    use crate::asgi::first_step::first_step_call_soon;
+    #[pymodule_export]
     use crate::asgi::websocket::{WsReceive, WsSend};
     #[pymodule_export]
     use crate::server::{ClientDisconnected, ConfigError, NativeServer, steer_quic_by_connection_id};

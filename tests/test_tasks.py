@@ -3,10 +3,14 @@
 tricorn gives the `WeakSet` that `asyncio.Task` registers tasks in a native `add`
 (src/asgi/task_registry.rs). `asyncio.all_tasks()` must list the app's tasks and each request's
 own, and a freed task must leave the set, also when it is freed while the set is iterated.
+A request task's first step runs as the task is made (`eager_start` from Python 3.12, the
+server's loops before: src/asgi/first_step.rs), in the task's own task and context.
 """
 
 import asyncio
+import contextvars
 import gc
+import sys
 import weakref
 
 import httpx
@@ -14,6 +18,7 @@ import pytest
 
 from tests.helpers import HOST, IS_UVICORN, free_port
 from tests.test_serve import config_for, run, server_module, wait_for_port
+from tricorn.loops import LOOP_FACTORIES
 
 pytestmark = pytest.mark.skipif(IS_UVICORN, reason="uvicorn has no serve() function (hypercorn's API)")
 
@@ -168,3 +173,60 @@ def test_a_task_added_while_removals_are_pending_commits_them_first():
         await late
 
     serve_and(body, RecordingApp())
+
+
+LOOP_CLASSES = {"uvloop": "uvloop.Loop", "asyncio": "asyncio.unix_events._UnixSelectorEventLoop"}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOP_CLASSES))
+def test_a_request_task_takes_its_first_step_in_its_own_task_and_context(start_server, loop):
+    """Before Python 3.12 the server's loops run a request task's first step as the task is made
+    (src/asgi/first_step.rs); from 3.12 `eager_start` does. Either way the step runs in the
+    request's task and context, and tasks the app creates are scheduled as usual."""
+    srv = start_server("tests.apps.basic:app", "--loop", loop)
+    with httpx.Client(base_url=srv.url, timeout=10) as client:
+        for n in range(3):  # one keep-alive connection: every request gets a fresh context
+            info = client.get("/first-step", params={"value": f"v{n}"}).json()
+            assert info["task"] == "tricorn.request"
+            assert info["before"] == "unset"
+            assert info["child_started_at_once"] is False
+            assert info["same_task_after_wait"] is True
+            assert info["listed_after_wait"] is True
+            assert info["child"] == f"v{n}"
+    classes = info["loop_classes"]
+    assert LOOP_CLASSES[loop] in classes
+    if sys.version_info < (3, 12):
+        assert classes[0].startswith("tricorn.loops.") and classes[1] == LOOP_CLASSES[loop]
+
+
+@pytest.mark.parametrize("loop", sorted(LOOP_CLASSES))
+def test_the_servers_loops_schedule_every_other_callback_as_before(loop):
+    event_loop = LOOP_FACTORIES[loop]()()
+    try:
+        var = contextvars.ContextVar("var", default="unset")
+        context = contextvars.copy_context()
+        context.run(var.set, "in-context")
+        ran = []
+        assert callable(event_loop.call_soon(ran.append, 1).cancel)
+        event_loop.call_soon(lambda: ran.append(var.get()), context=context)
+        event_loop.call_soon(lambda *args: ran.append(args), 2, 3)
+        with pytest.raises(TypeError):
+            event_loop.call_soon()
+
+        async def main():
+            started = []
+            task = asyncio.create_task(record_start(started))
+            assert started == []
+            await task
+            future = event_loop.create_future()
+            event_loop.call_soon(future.set_result, 5)
+            return started, await future
+
+        assert event_loop.run_until_complete(main()) == ([True], 5)
+        assert ran == [1, "in-context", (2, 3)]
+    finally:
+        event_loop.close()
+
+
+async def record_start(started):
+    started.append(True)

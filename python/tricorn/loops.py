@@ -3,24 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+_LoopClass = TypeVar("_LoopClass", bound=type[asyncio.AbstractEventLoop])
+
+
+def first_steps_at_once(loop_class: _LoopClass) -> _LoopClass:
+    """`loop_class`, or before Python 3.12 a subclass of it on which a request task takes its first
+    step as it is created, as `eager_start=True` does from 3.12 on (see docs/architecture.md)."""
+    if sys.version_info >= (3, 12):
+        return loop_class
+    from tricorn._tricorn import first_step_call_soon
+
+    namespace = {"__slots__": (), "__module__": __name__, "call_soon": first_step_call_soon(loop_class)}
+    return cast("_LoopClass", type(loop_class.__name__, (loop_class,), namespace))
 
 
 def asyncio_loop_factory(use_subprocess: bool = False) -> LoopFactory:
     """Return the stdlib selector loop class (the native side needs `add_reader`)."""
     if sys.platform == "win32" and not use_subprocess:
         return asyncio.ProactorEventLoop
-    return asyncio.SelectorEventLoop
+    return _SELECTOR_LOOP
 
 
 def uvloop_loop_factory(use_subprocess: bool = False) -> LoopFactory:
-    """Return `uvloop.new_event_loop`; raises ImportError when uvloop is not installed."""
+    """Return `uvloop.Loop` (what `uvloop.new_event_loop` makes); raises ImportError when uvloop is not installed."""
+    return _uvloop_class()
+
+
+@functools.cache
+def _uvloop_class() -> type[asyncio.AbstractEventLoop]:
     import uvloop
 
-    return uvloop.new_event_loop
+    return first_steps_at_once(uvloop.Loop)
 
 
 def zuvloop_loop_factory(use_subprocess: bool = False) -> LoopFactory:
@@ -38,6 +58,8 @@ def auto_loop_factory(use_subprocess: bool = False) -> LoopFactory:
     except ImportError:
         return asyncio_loop_factory(use_subprocess=use_subprocess)
 
+
+_SELECTOR_LOOP = first_steps_at_once(asyncio.SelectorEventLoop)
 
 LOOP_FACTORIES: dict[str, Callable[..., LoopFactory] | None] = {
     "none": None,

@@ -6,6 +6,7 @@ pub(crate) mod awaitable;
 pub(crate) mod body;
 pub(crate) mod channels;
 pub(crate) mod exchange;
+pub(crate) mod first_step;
 pub(crate) mod messages;
 pub(crate) mod plain_access_log;
 pub(crate) mod scope;

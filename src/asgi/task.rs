@@ -4,6 +4,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::first_step;
+
 /// Name given to request tasks (instead of asyncio's formatted `Task-N`).
 const TASK_NAME: &str = "tricorn.request";
 
@@ -15,7 +17,9 @@ pub(crate) enum TaskSpawner {
     /// On Python 3.12+ with `eager_start=True`: the application's first step runs at once, and
     /// an application that does not wait for anything (a response from memory) is done without
     /// a trip through the loop's ready queue or asyncio's registry of tasks (a `WeakSet`).
-    Direct { task_type: Py<PyAny>, kwargs: Py<PyDict> },
+    /// Before 3.12, on a loop the server made, `first_steps` is that loop and the first step
+    /// runs at once too ([`first_step`](super::first_step)).
+    Direct { task_type: Py<PyAny>, kwargs: Py<PyDict>, first_steps: Option<Py<PyAny>> },
     /// The loop has a task factory (an eager task factory, a monitoring tool): honour it.
     Factory { create_task: Py<PyAny> },
 }
@@ -27,11 +31,14 @@ impl TaskSpawner {
             let kwargs = PyDict::new(py);
             kwargs.set_item(intern!(py, "loop"), event_loop)?;
             kwargs.set_item(intern!(py, "name"), TASK_NAME)?;
+            let mut first_steps = None;
             if py.version_info() >= (3, 12) {
                 kwargs.set_item(intern!(py, "eager_start"), true)?;
+            } else if first_step::runs_first_steps(event_loop)? {
+                first_steps = Some(event_loop.clone().unbind());
             }
             let task_type = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "Task"))?;
-            Ok(Self::Direct { task_type: task_type.unbind(), kwargs: kwargs.unbind() })
+            Ok(Self::Direct { task_type: task_type.unbind(), kwargs: kwargs.unbind(), first_steps })
         } else {
             Ok(Self::Factory { create_task: event_loop.getattr(intern!(py, "create_task"))?.unbind() })
         }
@@ -48,9 +55,17 @@ impl TaskSpawner {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         match (self, context) {
-            (Self::Direct { task_type, kwargs }, None) => task_type.call(py, (coroutine,), Some(kwargs.bind(py))),
-            (Self::Direct { task_type, kwargs }, Some(context)) => {
-                Ok(context.call_method(intern!(py, "run"), (task_type, coroutine), Some(kwargs.bind(py)))?.unbind())
+            (Self::Direct { task_type, kwargs, first_steps }, context) => {
+                let create = || match context {
+                    None => task_type.call(py, (coroutine,), Some(kwargs.bind(py))),
+                    Some(context) => Ok(context
+                        .call_method(intern!(py, "run"), (task_type, coroutine), Some(kwargs.bind(py)))?
+                        .unbind()),
+                };
+                match first_steps {
+                    Some(event_loop) => first_step::with_first_step(event_loop.bind(py), create),
+                    None => create(),
+                }
             }
             (Self::Factory { create_task }, None) => create_task.call1(py, (coroutine,)),
             (Self::Factory { create_task }, Some(context)) => {

@@ -253,6 +253,32 @@ async def _read_var():
     return REQUEST_VAR.get()
 
 
+async def first_step(scope, receive, send, q):
+    """What the task sees in its first step and after a wait through the loop."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    before = REQUEST_VAR.get()
+    REQUEST_VAR.set(q.get("value", "set"))
+    started = []
+    child = asyncio.create_task(_record_start(started))
+    info = {
+        "task": task.get_name() if task else None,
+        "before": before,
+        "loop_classes": [f"{cls.__module__}.{cls.__qualname__}" for cls in type(loop).__mro__],
+        "child_started_at_once": bool(started),
+    }
+    await asyncio.sleep(0)
+    info["same_task_after_wait"] = asyncio.current_task() is task
+    info["listed_after_wait"] = task in asyncio.all_tasks()
+    info["child"] = await child
+    await respond_json(send, info)
+
+
+async def _record_start(started):
+    started.append(True)
+    return REQUEST_VAR.get()
+
+
 async def task_info(scope, receive, send, q):
     import anyio
 
@@ -456,6 +482,7 @@ ROUTES = {
     "/wrong-order": wrong_order,
     "/ctx": ctx,
     "/task": task_info,
+    "/first-step": first_step,
     "/bp-send": bp_send,
     "/bp-recv": bp_recv,
     "/sleep": sleep,
