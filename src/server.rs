@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use slab::Slab;
 
 use crate::asgi::awaitable;
+use crate::asgi::first_step::FirstSteps;
 use crate::asgi::plain_access_log::PlainAccessLog;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::task::TaskSpawner;
@@ -291,7 +292,10 @@ impl NativeServer {
 
     /// Run ready I/O, timers and tasks; never blocks.
     fn drive(&self, py: Python<'_>) -> PyResult<()> {
-        self.runtime.drive()?;
+        let mut first_steps = FirstSteps::collect();
+        let driven = self.runtime.drive_with(|| first_steps.run(py));
+        first_steps.finish(py)?;
+        driven?;
         match &self.state.plain_access_log {
             Some(log) => log.flush(py),
             None => Ok(()),

@@ -1,33 +1,38 @@
-//! Python 3.10 and 3.11: a request task takes its first step as it is created, as
-//! `asyncio.Task(..., eager_start=True)` does from Python 3.12 on.
+//! Python 3.10 and 3.11: the first steps of the request tasks a `drive()` call creates run in
+//! that same call, without the loop's ready queue.
 //!
-//! Before 3.12 `asyncio.Task.__init__` always schedules the task's first step with
-//! `loop.call_soon(step, context=...)`: a handle in the loop's ready queue, run at the loop's next
-//! iteration. For an application that answers without waiting (a response from memory) that
-//! round trip is most of the task's cost. The event loops the server makes itself (`--loop
-//! uvloop` and `--loop asyncio`, see `tricorn.loops`) are subclasses whose `call_soon` is
-//! [`call_soon`] below: it runs the step at once, in the task's context, when it is the first
-//! step of a request task the server is creating, and hands every other call to the loop class's
-//! own `call_soon`.
+//! `asyncio.Task.__init__` schedules a task's first step with `loop.call_soon(step,
+//! context=...)`: a handle in the loop's ready queue, run at the loop's next iteration, after
+//! which the responses the applications sent wait for one more iteration to be written. The
+//! event loops the server makes itself (`--loop uvloop` and `--loop asyncio`, see
+//! `tricorn.loops`) are subclasses whose `call_soon` is [`call_soon`] below. While `drive()`
+//! creates a request task, that `call_soon` keeps the step in a list of its own instead; once
+//! hyper has handled every ready connection, `drive()` runs the steps of the batch, each in its
+//! task's context, then writes the responses they sent (`Runtime::drive_with`). Every other call
+//! goes to the loop class's own `call_soon`, so tasks the application creates are scheduled as
+//! usual.
 //!
-//! What the application sees is what 3.12's eager start gives it: its first step runs with
-//! `asyncio.current_task()` set and in its own context, before the server reads the next request.
-//! One difference: the task joins `asyncio.all_tasks()` when `Task.__init__` returns, that is
-//! after its first step.
+//! The steps run together, after the Rust work of the batch, as the loop would run them: the
+//! interpreter's and hyper's code each stay warm in the caches over a batch. Running each step
+//! as its task is made, between the requests (as `eager_start=True` does from 3.12 on), ran
+//! fewer instructions but cost more time.
 
+use std::cell::{Cell, RefCell};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-/// The loop whose next `call_soon` is the first step of the request task being created, if any.
-static FIRST_STEP_LOOP: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
-/// A first step is running: a task created within it is scheduled as usual (Python 3.11 cannot
-/// enter a task while another one runs).
-static STEPPING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// `drive()` runs on this thread and takes the first steps of the tasks it creates.
+    static COLLECTING: Cell<bool> = const { Cell::new(false) };
+    /// The loop whose next `call_soon` is the first step of the request task being created.
+    static FIRST_STEP_LOOP: Cell<*mut ffi::PyObject> = const { Cell::new(ptr::null_mut()) };
+    /// First steps kept for the end of the pass: `(step, context)`.
+    static PENDING: RefCell<Vec<(Py<PyAny>, Py<PyAny>)>> = const { RefCell::new(Vec::new()) };
+}
 
 /// `call_soon`'s method definition; CPython only reads it.
 struct MethodDef(ffi::PyMethodDef);
@@ -39,7 +44,7 @@ static CALL_SOON: MethodDef = MethodDef(ffi::PyMethodDef {
     ml_name: c"call_soon".as_ptr(),
     ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: call_soon },
     ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nThe loop's `call_soon`; the first step of a request task being created runs at once.".as_ptr(),
+    ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nThe loop's `call_soon`; the first step of a request task waits for the end of the server's pass.".as_ptr(),
 });
 
 /// The `call_soon` method to give a subclass of `loop_type`.
@@ -57,7 +62,7 @@ pub(crate) fn first_step_call_soon(loop_type: &Bound<'_, PyType>) -> PyResult<Py
 }
 
 /// Whether `event_loop`'s class takes [`call_soon`] as its `call_soon`.
-pub(crate) fn runs_first_steps(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(crate) fn takes_first_steps(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
     let method = event_loop.get_type().getattr(intern!(event_loop.py(), "call_soon"))?;
     // SAFETY: `method` is a live object; its layout is read only once its type says it is a
     // method descriptor.
@@ -67,17 +72,82 @@ pub(crate) fn runs_first_steps(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> 
     })
 }
 
-/// Run `create`, which creates a task on `event_loop`: the task's first step runs within it
-/// unless another first step is running.
+/// Run `create`, which creates a task on `event_loop`: within `drive()`, the task's first step
+/// is kept for [`FirstSteps::run`].
 pub(crate) fn with_first_step<T>(event_loop: &Bound<'_, PyAny>, create: impl FnOnce() -> T) -> T {
-    if STEPPING.load(Ordering::Relaxed) {
+    if !COLLECTING.get() {
         return create();
     }
-    FIRST_STEP_LOOP.store(event_loop.as_ptr(), Ordering::Relaxed);
+    FIRST_STEP_LOOP.set(event_loop.as_ptr());
     let created = create();
     // Cleared here too in case `Task.__init__` failed before its `call_soon`.
-    FIRST_STEP_LOOP.store(ptr::null_mut(), Ordering::Relaxed);
+    FIRST_STEP_LOOP.set(ptr::null_mut());
     created
+}
+
+/// The first steps of one `drive()` call: collected while it lives.
+pub(crate) struct FirstSteps {
+    /// The first exception a step raised past its task (`KeyboardInterrupt`, `SystemExit`).
+    error: Option<PyErr>,
+}
+
+impl FirstSteps {
+    /// Start collecting first steps.
+    pub(crate) fn collect() -> Self {
+        COLLECTING.set(true);
+        Self { error: None }
+    }
+
+    /// Run the steps collected so far, in the order their tasks were made; whether there were any.
+    pub(crate) fn run(&mut self, py: Python<'_>) -> bool {
+        let steps = PENDING.with_borrow_mut(std::mem::take);
+        if steps.is_empty() {
+            return false;
+        }
+        for (step, context) in &steps {
+            if let Err(error) = run_in_context(py, step.bind(py), context.bind(py)) {
+                self.error.get_or_insert(error);
+            }
+        }
+        // Hand the emptied vector back, keeping its capacity for the next pass.
+        let mut steps = steps;
+        steps.clear();
+        PENDING.with_borrow_mut(|pending| {
+            if pending.is_empty() {
+                *pending = steps;
+            }
+        });
+        true
+    }
+
+    /// Run what is left, stop collecting, and return the first exception a step raised.
+    pub(crate) fn finish(mut self, py: Python<'_>) -> PyResult<()> {
+        while self.run(py) {}
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FirstSteps {
+    fn drop(&mut self) {
+        COLLECTING.set(false);
+    }
+}
+
+/// `context.run(step)`.
+fn run_in_context(py: Python<'_>, step: &Bound<'_, PyAny>, context: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: the GIL is held; `context` is a `contextvars.Context` (checked by `call_soon`).
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = step.call0();
+    // SAFETY: as above; the context was entered just now.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result.map(drop)
 }
 
 /// `loop.call_soon(callback, *args, context=None)`.
@@ -90,43 +160,18 @@ unsafe extern "C" fn call_soon(
     // SAFETY: Python calls this with the GIL held, `args` holding `nargs` positional arguments
     // followed by one value per name in `kwnames` (NULL or a tuple of strings).
     unsafe {
-        if FIRST_STEP_LOOP.load(Ordering::Relaxed) == slf
-            && nargs == 1
-            && !kwnames.is_null()
-            && ffi::PyTuple_GET_SIZE(kwnames) == 1
-        {
-            FIRST_STEP_LOOP.store(ptr::null_mut(), Ordering::Relaxed);
-            let context = *args.add(1);
+        if FIRST_STEP_LOOP.get() == slf && nargs == 1 && !kwnames.is_null() && ffi::PyTuple_GET_SIZE(kwnames) == 1 {
+            FIRST_STEP_LOOP.set(ptr::null_mut());
+            let (step, context) = (*args, *args.add(1));
             if ffi::PyContext_CheckExact(context) != 0 {
-                return run_in_context(*args, context);
+                let py = Python::assume_attached();
+                let kept =
+                    (Bound::from_borrowed_ptr(py, step).unbind(), Bound::from_borrowed_ptr(py, context).unbind());
+                PENDING.with_borrow_mut(|pending| pending.push(kept));
+                return ffi::Py_NewRef(ffi::Py_None());
             }
         }
         call_base(slf, args, nargs, kwnames)
-    }
-}
-
-/// `context.run(step)`, returning `None` in place of the handle `call_soon` would return.
-///
-/// # Safety
-/// The GIL is held; `step` and `context` are live, `context` a `contextvars.Context`.
-unsafe fn run_in_context(step: *mut ffi::PyObject, context: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: per the function's contract.
-    unsafe {
-        if ffi::PyContext_Enter(context) < 0 {
-            return ptr::null_mut();
-        }
-        STEPPING.store(true, Ordering::Relaxed);
-        let result = ffi::PyObject_CallNoArgs(step);
-        STEPPING.store(false, Ordering::Relaxed);
-        if ffi::PyContext_Exit(context) < 0 {
-            ffi::Py_XDECREF(result);
-            return ptr::null_mut();
-        }
-        if result.is_null() {
-            return result;
-        }
-        ffi::Py_DECREF(result);
-        ffi::Py_NewRef(ffi::Py_None())
     }
 }
 

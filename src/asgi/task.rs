@@ -18,7 +18,7 @@ pub(crate) enum TaskSpawner {
     /// an application that does not wait for anything (a response from memory) is done without
     /// a trip through the loop's ready queue or asyncio's registry of tasks (a `WeakSet`).
     /// Before 3.12, on a loop the server made, `first_steps` is that loop and the first step
-    /// runs at once too ([`first_step`](super::first_step)).
+    /// runs at the end of the `drive()` pass ([`first_step`](super::first_step)).
     Direct { task_type: Py<PyAny>, kwargs: Py<PyDict>, first_steps: Option<Py<PyAny>> },
     /// The loop has a task factory (an eager task factory, a monitoring tool): honour it.
     Factory { create_task: Py<PyAny> },
@@ -34,7 +34,7 @@ impl TaskSpawner {
             let mut first_steps = None;
             if py.version_info() >= (3, 12) {
                 kwargs.set_item(intern!(py, "eager_start"), true)?;
-            } else if first_step::runs_first_steps(event_loop)? {
+            } else if first_step::takes_first_steps(event_loop)? {
                 first_steps = Some(event_loop.clone().unbind());
             }
             let task_type = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "Task"))?;

@@ -39,7 +39,6 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         registry: PyWeakrefReference::new(&registry)?.unbind(),
         members,
         on_free: remove.getattr(intern!(py, "remove"))?.unbind(),
-        skip_done: py.version_info() < (3, 12),
     };
     // Bound methods of native classes take their arguments as a vector, without a tuple.
     registry.setattr(add, Bound::new(py, add_task)?.getattr(add)?)
@@ -87,19 +86,12 @@ struct AddTask {
     members: Members,
     /// The callback of every weak reference this adds: [`RemoveTask::remove`], bound.
     on_free: Py<PyAny>,
-    /// Before Python 3.12 a task is registered after its first step, which the server runs at
-    /// once ([`first_step`](super::first_step)): a task already done is left out, as
-    /// `asyncio.all_tasks()` leaves out the done tasks of the set.
-    skip_done: bool,
 }
 
 #[pymethods]
 impl AddTask {
     /// `WeakSet.add(task)`, with [`RemoveTask::remove`] as the weak reference's callback.
     fn add(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.skip_done && task.call_method0(intern!(py, "done"))?.is_truthy()? {
-            return Ok(());
-        }
         if !self.members.pending_removals.bind(py).is_empty()
             && let Some(registry) = self.registry.bind(py).upgrade()
         {

@@ -3,7 +3,7 @@
 //! The network stack runs on the same thread as the Python event loop so that a request never
 //! crosses a thread: the runtime owns an epoll instance ([`mio::Poll`]) whose file descriptor is
 //! registered with the loop (`loop.add_reader(fd, drive)`). When a socket, a timer or a task
-//! wake-up is ready, the epoll fd becomes readable and the loop calls [`Runtime::drive`], which
+//! wake-up is ready, the epoll fd becomes readable and the loop calls [`Runtime::drive_with`], which
 //! handles the ready I/O events, fires expired timers and polls every woken task once.
 //!
 //! Pieces: [`executor`] (tasks and wakers), [`reactor`] (I/O readiness), [`timer`] (sleeps
@@ -26,12 +26,15 @@ use executor::Executor;
 use reactor::Reactor;
 use timer::Timers;
 
-/// Token of the eventfd that wakes the runtime for tasks woken outside of [`Runtime::drive`].
+/// Token of the eventfd that wakes the runtime for tasks woken outside of [`Runtime::drive_with`].
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 /// Token of the timerfd armed at the earliest timer deadline.
 const TIMER_TOKEN: Token = Token(usize::MAX - 2);
 /// How many I/O events one `drive` call takes from epoll at most.
 const EVENTS_CAPACITY: usize = 1024;
+/// Passes over the woken tasks that one [`Runtime::drive_with`] makes after its first, so that a
+/// flood of new requests cannot keep it from returning to the event loop.
+const EXTRA_PASSES: usize = 8;
 
 /// The runtime of one thread: created on first use, lives as long as the thread.
 pub(crate) struct Runtime {
@@ -129,20 +132,37 @@ impl Runtime {
         })
     }
 
-    /// The epoll file descriptor: readable whenever [`Runtime::drive`] has work to do.
+    /// The epoll file descriptor: readable whenever [`Runtime::drive_with`] has work to do.
     pub(crate) fn fileno(&self) -> RawFd {
         self.poll.borrow().as_raw_fd()
     }
 
-    /// Handle ready I/O, fire expired timers, then poll every woken task.
+    /// [`drive_with`](Self::drive_with) with nothing between the passes.
+    #[cfg(test)]
+    pub(crate) fn drive(&self) -> stdio::Result<()> {
+        self.drive_with(|| false)
+    }
+
+    /// Handle ready I/O, fire expired timers, then poll every woken task; then call `between`,
+    /// and while it says it woke tasks (up to [`EXTRA_PASSES`] times), poll them too.
     ///
     /// Called from the event loop when the epoll fd is readable; never blocks.
-    pub(crate) fn drive(&self) -> stdio::Result<()> {
+    pub(crate) fn drive_with(&self, mut between: impl FnMut() -> bool) -> stdio::Result<()> {
         self.executor.begin_drive();
         let polled = self.dispatch_events();
         self.timers.fire_expired();
         self.executor.run_ready();
+        // What `between` runs may take a while: from here on the clock is read afresh.
         self.timers.forget_now();
+        for _ in 0..EXTRA_PASSES {
+            // Woken by `between`: no eventfd signal, `run_ready` follows.
+            self.executor.begin_drive();
+            let woke = between();
+            self.executor.run_ready();
+            if !woke {
+                break;
+            }
+        }
         self.timers.rearm();
         polled
     }

@@ -21,13 +21,13 @@ use mio::{Interest, Registry, Token};
 type Key = (Instant, u64);
 
 thread_local! {
-    /// The time `Runtime::drive` started at, read by [`now`].
+    /// The time `Runtime::drive_with` started at, read by [`now`].
     static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// The time the current `Runtime::drive` call started at: a clock for deadlines of seconds
-/// that costs no system call (the tasks of one drive run within microseconds of it). Outside of
-/// `drive` (code called from Python), the actual time.
+/// The time the current `Runtime::drive_with` call started at, while it polls the tasks the
+/// epoll events woke: a clock for deadlines of seconds that costs no system call (those tasks run
+/// within microseconds of it). Afterwards and outside of `drive_with`, the actual time.
 pub(crate) fn now() -> Instant {
     NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
@@ -107,7 +107,7 @@ impl Timers {
         }
     }
 
-    /// `drive` is done: [`now`] reads the clock again until the next one.
+    /// The first pass of `drive_with` is done: [`now`] reads the clock again until the next call.
     pub(crate) fn forget_now(&self) {
         NOW.with(|cell| cell.set(None));
     }
