@@ -39,7 +39,7 @@ STAGES = Stage(
     (
         Stage(
             "Rust runtime: drive() (epoll events, executor, hyper's connection task)",
-            r"^_tricorn::runtime::Runtime::drive$",
+            r"^_tricorn::runtime::Runtime::drive_with$",
             (
                 Stage(
                     "hyper: read the socket, parse the request head",
@@ -56,8 +56,24 @@ STAGES = Stage(
                         ),
                         Stage("scope dict", r"^_tricorn::asgi::scope::ScopeTemplate::build$"),
                         Stage(
-                            "asyncio.Task creation (Task.__init__, call_soon)",
+                            "asyncio.Task creation (Task.__init__, its first step kept for the batch)",
                             r"^_tricorn::asgi::task::TaskSpawner::spawn$",
+                        ),
+                    ),
+                ),
+                Stage(
+                    "the batch's first steps (Python < 3.12: in its task's context; then freeing the task)",
+                    r"^_tricorn::asgi::first_step::FirstSteps::run$",
+                    (
+                        Stage(
+                            "task step: app_runner() and the app's bytecode",
+                            r"^task_step_impl$",
+                            (
+                                Stage(
+                                    "send(): ASGI messages into Rust, response queued",
+                                    r"Send::__pymethod___call____$",
+                                ),
+                            ),
                         ),
                     ),
                 ),
@@ -74,17 +90,7 @@ STAGES = Stage(
                 ),
             ),
         ),
-        Stage(
-            "event loop: ready callbacks (uvloop Loop._on_idle)",
-            r"Loop__on_idle$",
-            (
-                Stage(
-                    "task step: app_runner() and the app's bytecode",
-                    r"^task_step_impl$",
-                    (Stage("send(): ASGI messages into Rust, response queued", r"Send::__pymethod___call____$"),),
-                ),
-            ),
-        ),
+        Stage("event loop: ready callbacks (uvloop Loop._on_idle)", r"Loop__on_idle$"),
     ),
 )
 

@@ -130,6 +130,11 @@ impl Executor {
         self.queue.state.lock().unwrap_or_else(PoisonError::into_inner).draining = true;
     }
 
+    /// End a pass begun with [`begin_drive`](Self::begin_drive) without polling the woken tasks.
+    pub(crate) fn end_drive(&self) {
+        self.queue.end_drive();
+    }
+
     /// Count an application started by the task being polled.
     pub(crate) fn count_app_start(&self) {
         self.app_starts.set(self.app_starts.get() + 1);
@@ -199,12 +204,19 @@ struct EndDrive<'a>(&'a ReadyQueue);
 
 impl Drop for EndDrive<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.0.end_drive();
+    }
+}
+
+impl ReadyQueue {
+    /// Wake-ups signal the eventfd again; tasks still queued (left for the next pass, or behind
+    /// a panic) signal it now, so that the loop comes back for them.
+    fn end_drive(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.draining = false;
         if !state.ids.is_empty() && !state.signaled {
-            // Tasks left behind by a panic: make sure the loop comes back for them.
             state.signaled = true;
-            let _ = self.0.eventfd.wake();
+            let _ = self.eventfd.wake();
         }
     }
 }

@@ -155,13 +155,13 @@ impl Runtime {
         // What `between` runs may take a while: from here on the clock is read afresh.
         self.timers.forget_now();
         for _ in 0..EXTRA_PASSES {
-            // Woken by `between`: no eventfd signal, `run_ready` follows.
+            // What `between` wakes signals no eventfd: `run_ready` follows.
             self.executor.begin_drive();
-            let woke = between();
-            self.executor.run_ready();
-            if !woke {
+            if !between() {
+                self.executor.end_drive();
                 break;
             }
+            self.executor.run_ready();
         }
         self.timers.rearm();
         polled
@@ -303,6 +303,28 @@ mod tests {
         assert_eq!(unsafe { libc::poll(&mut fds, 1, 1000) }, 1, "the loop must be called back for the rest");
         rt.drive().unwrap();
         assert_eq!(started.get(), limit + 8);
+    }
+
+    #[test]
+    fn tasks_woken_between_passes_run_in_the_same_drive_without_a_signal() {
+        let rt = current().unwrap();
+        rt.drive().unwrap();
+        let ran = Rc::new(Cell::new(0));
+        let mut calls = 0;
+        rt.drive_with(|| {
+            calls += 1;
+            if calls > 2 {
+                return false;
+            }
+            let count = ran.clone();
+            spawn(async move { count.set(count.get() + 1) });
+            true
+        })
+        .unwrap();
+        assert_eq!((calls, ran.get()), (3, 2));
+        let mut fds = libc::pollfd { fd: rt.fileno(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, no timeout.
+        assert_eq!(unsafe { libc::poll(&mut fds, 1, 0) }, 0, "nothing is left for the loop");
     }
 
     #[test]
