@@ -14,6 +14,7 @@ use slab::Slab;
 use crate::asgi::awaitable;
 use crate::asgi::first_step::FirstSteps;
 use crate::asgi::plain_access_log::PlainAccessLog;
+use crate::asgi::response_fields::NameCache;
 use crate::asgi::scope::ScopeTemplate;
 use crate::asgi::task::TaskSpawner;
 use crate::asgi::task_registry;
@@ -66,6 +67,8 @@ pub(crate) struct ServerState {
     pub(crate) scope_template: ScopeTemplate,
     /// The shared already-done awaitable returned by `send()`.
     pub(crate) done: Py<PyAny>,
+    /// Response header names the application sends as the same objects every time.
+    pub(crate) response_names: NameCache,
     /// `contextvars.Context`, when each request gets a fresh context.
     pub(crate) fresh_context: Option<Py<PyAny>>,
     /// The asyncio tasks running the application, to cancel them on abort.
@@ -237,6 +240,7 @@ impl NativeServer {
             lifespan_state: get("state")?.bind(py).cast::<PyDict>()?.clone().unbind(),
             scope_template,
             done: awaitable::done(py)?,
+            response_names: NameCache::default(),
             fresh_context: if reset_contextvars {
                 Some(py.import(intern!(py, "contextvars"))?.getattr(intern!(py, "Context"))?.unbind())
             } else {

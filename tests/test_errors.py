@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.helpers import RawClient, wait_until
+from tests.helpers import IS_UVICORN, RawClient, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +164,11 @@ def test_reset_contextvars_gives_each_request_a_fresh_context(start_server):
     s = start_server("tests.apps.basic:app", "--reset-contextvars")
     data = httpx.get(s.url + "/ctx-import", timeout=10).json()
     assert data == {"import_var": "unset"}
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn's send is a coroutine function: a wrong call raises when awaited")
+def test_send_called_wrongly_raises_and_the_response_goes_on(srv):
+    data = httpx.get(srv.url + "/send-misuse", timeout=10).json()
+    assert data["errors"] == ["TypeError: send() takes exactly one argument, the message"] * 3
+    assert data["from_thread"] == ["RuntimeError: send() must be called on the event loop's thread"]
+    assert_still_serving(srv)

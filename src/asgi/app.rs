@@ -11,6 +11,7 @@ use super::access_log::AccessRecord;
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
 use super::scope::{Client, ConnScope, Origin, client_label};
+use super::send_type::new_send;
 use super::websocket;
 use crate::forwarded;
 use crate::net::{ConnInfo, PeerAddr};
@@ -116,7 +117,7 @@ pub(crate) fn start(
     }
     let receive = Py::new(py, Receive::new(exchange.clone(), state.clone()))?;
     let task_key = state.app_tasks.borrow_mut().insert(py.None());
-    let send = Py::new(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
+    let send = new_send(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
         state.app_tasks.borrow_mut().remove(task_key);
     })?;
     run_task(py, state, task_key, (scope, receive, send))?;

@@ -1,11 +1,12 @@
 //! The `receive` and `send` callables given to the application (ASGI HTTP spec 2.3).
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::task::Context;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -15,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::awaitable::Ready;
 use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
 use super::messages;
+use super::response_fields::{self, NameCache};
 use super::scope::{Origin, client_label};
 use crate::last_response;
 use crate::runtime;
@@ -24,7 +26,7 @@ use crate::server::ServerState;
 const COPY_LIMIT: usize = 4096;
 
 /// `receive()`: the next `http.request` or `http.disconnect` message.
-#[pyclass(module = "tricorn._tricorn", unsendable, freelist = 64)]
+#[pyclass(module = "tricorn._tricorn", unsendable)]
 pub(crate) struct Receive {
     exchange: ExchangeRef,
     state: Rc<ServerState>,
@@ -104,15 +106,15 @@ impl AccessInfo {
     }
 }
 
-/// `send(message)`: `http.response.start` then `http.response.body` messages.
-#[pyclass(module = "tricorn._tricorn", unsendable, freelist = 64)]
+/// `send(message)`: `http.response.start` then `http.response.body` messages; the Python object
+/// is made by [`send_type`](super::send_type).
 pub(crate) struct Send {
     exchange: ExchangeRef,
     state: Rc<ServerState>,
     access: Option<AccessInfo>,
     /// Key of the application task in `ServerState::app_tasks`.
     task_key: usize,
-    finished: bool,
+    finished: Cell<bool>,
 }
 
 impl Send {
@@ -122,7 +124,7 @@ impl Send {
         access: Option<AccessInfo>,
         task_key: usize,
     ) -> Self {
-        Self { exchange, state, access, task_key, finished: false }
+        Self { exchange, state, access, task_key, finished: Cell::new(false) }
     }
 
     fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -136,7 +138,7 @@ impl Send {
             headers.append(name.clone(), value.clone());
         }
         if let Some(list) = optional(py, message, intern!(py, "headers"))? {
-            closes |= append_headers(&list, &mut headers)?;
+            closes |= append_headers(&self.state.response_names, &list, &mut headers)?;
         }
         let expected_length = headers
             .get(http::header::CONTENT_LENGTH)
@@ -246,8 +248,8 @@ impl Send {
     }
 
     /// Account for the end of the application and fix up the response.
-    fn finish(&mut self, py: Python<'_>, returned: bool) {
-        if std::mem::replace(&mut self.finished, true) {
+    fn finish(&self, py: Python<'_>, returned: bool) {
+        if self.finished.replace(true) {
             return;
         }
         self.state.tasks.set(self.state.tasks.get().saturating_sub(1));
@@ -266,9 +268,9 @@ impl Send {
     }
 }
 
-#[pymethods]
 impl Send {
-    fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    /// `send(message)`.
+    pub(crate) fn call(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let kind = message.get_item(intern!(py, "type"))?;
         let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
         let kind = kind.to_str()?;
@@ -308,7 +310,7 @@ impl Send {
                     )));
                 }
                 let headers = match optional(py, message, intern!(py, "headers"))? {
-                    Some(list) => header_map(&list, 4)?,
+                    Some(list) => header_map(&self.state.response_names, &list, 4)?,
                     None => HeaderMap::new(),
                 };
                 let more = match optional(py, message, intern!(py, "more_trailers"))? {
@@ -325,12 +327,12 @@ impl Send {
     }
 
     /// Called by the task wrapper when the application returned.
-    fn app_returned(&mut self, py: Python<'_>) {
+    pub(crate) fn app_returned(&self, py: Python<'_>) {
         self.finish(py, true);
     }
 
     /// Called by the task wrapper when the application raised (the traceback is logged there).
-    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>) {
+    pub(crate) fn app_failed(&self, py: Python<'_>) {
         self.finish(py, false);
     }
 }
@@ -353,29 +355,29 @@ fn optional<'py>(
 ///
 /// A list of 2-tuples, what nearly every app sends, is read without the iterator protocol or
 /// integer indexing; any other iterable of pairs takes the generic path.
-fn append_headers(list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<bool> {
+fn append_headers(names: &NameCache, list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<bool> {
     let mut closes = false;
     if let Ok(list) = list.cast::<PyList>() {
         for pair in list.iter() {
             closes |= match pair.cast::<PyTuple>() {
                 Ok(tuple) if tuple.len() == 2 => {
                     let (name, value) = (tuple.get_borrowed_item(0)?, tuple.get_borrowed_item(1)?);
-                    append_header(headers, &name, &value)?
+                    append_header(names, headers, &name, &value)?
                 }
-                _ => append_pair(headers, &pair)?,
+                _ => append_pair(names, headers, &pair)?,
             };
         }
         return Ok(closes);
     }
     for pair in list.try_iter()? {
-        closes |= append_pair(headers, &pair?)?;
+        closes |= append_pair(names, headers, &pair?)?;
     }
     Ok(closes)
 }
 
 /// Append one `[name, value]` pair given as any iterable of exactly two items; whether it ends
 /// the connection.
-fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<bool> {
+fn append_pair(names: &NameCache, headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<bool> {
     let not_a_pair = || PyTypeError::new_err("ASGI header must be a [name, value] pair");
     let mut items = pair.try_iter().map_err(|_| not_a_pair())?;
     let name = items.next().ok_or_else(not_a_pair)??;
@@ -383,17 +385,19 @@ fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<boo
     if items.next().is_some() {
         return Err(not_a_pair());
     }
-    append_header(headers, &name, &value)
+    append_header(names, headers, &name, &value)
 }
 
 /// Append one field; whether it ends the connection.
-fn append_header(headers: &mut HeaderMap, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let name = header_bytes(name, "name")?;
-    let value = header_bytes(value, "value")?;
-    let name = HeaderName::from_bytes(name).map_err(|_| {
-        PyRuntimeError::new_err(format!("Invalid HTTP header name: {:?}", String::from_utf8_lossy(name)))
-    })?;
-    let value = HeaderValue::from_bytes(value)
+fn append_header(
+    names: &NameCache,
+    headers: &mut HeaderMap,
+    name: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let name =
+        names.name(name.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("ASGI header name must be bytes"))?)?;
+    let value = response_fields::value(header_bytes(value, "value")?)
         .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
     let closes = last_response::closes(&name, &value);
     headers.append(name, value);
@@ -401,9 +405,9 @@ fn append_header(headers: &mut HeaderMap, name: &Bound<'_, PyAny>, value: &Bound
 }
 
 /// A header map from ASGI byte-string pairs.
-fn header_map(list: &Bound<'_, PyAny>, capacity: usize) -> PyResult<HeaderMap> {
+fn header_map(names: &NameCache, list: &Bound<'_, PyAny>, capacity: usize) -> PyResult<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(capacity);
-    append_headers(list, &mut headers)?;
+    append_headers(names, list, &mut headers)?;
     Ok(headers)
 }
 

@@ -249,6 +249,30 @@ async def ctx(scope, receive, send, q):
     await respond_json(send, {"before": before, "after": REQUEST_VAR.get(), "child": child})
 
 
+async def send_misuse(scope, receive, send, q):
+    """`send` called wrongly, then rightly: the errors each wrong call raised."""
+    import threading
+
+    errors = []
+    for call in (lambda: send(), lambda: send({}, {}), lambda: send(message={"type": "http.response.start"})):
+        try:
+            call()
+        except TypeError as exc:
+            errors.append(f"TypeError: {exc}")
+    from_thread = []
+
+    def in_thread():
+        try:
+            send({"type": "http.response.start", "status": 200})
+        except RuntimeError as exc:
+            from_thread.append(f"RuntimeError: {exc}")
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    await respond_json(send, {"errors": errors, "from_thread": from_thread})
+
+
 async def _read_var():
     return REQUEST_VAR.get()
 
@@ -483,6 +507,7 @@ ROUTES = {
     "/ctx": ctx,
     "/task": task_info,
     "/first-step": first_step,
+    "/send-misuse": send_misuse,
     "/bp-send": bp_send,
     "/bp-recv": bp_recv,
     "/sleep": sleep,
