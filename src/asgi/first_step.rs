@@ -23,6 +23,7 @@ use std::ptr;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 thread_local! {
@@ -30,8 +31,18 @@ thread_local! {
     static COLLECTING: Cell<bool> = const { Cell::new(false) };
     /// The loop whose next `call_soon` is the first step of the request task being created.
     static FIRST_STEP_LOOP: Cell<*mut ffi::PyObject> = const { Cell::new(ptr::null_mut()) };
-    /// First steps kept for the end of the pass: `(step, context)`.
-    static PENDING: RefCell<Vec<(Py<PyAny>, Py<PyAny>)>> = const { RefCell::new(Vec::new()) };
+    /// First steps kept for the end of the pass.
+    static PENDING: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
+    /// The last step kept is that of the task being made, which has yet to register.
+    static REGISTRATION_DUE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A task's first step, kept for the end of the pass.
+struct Kept {
+    step: Py<PyAny>,
+    context: Py<PyAny>,
+    /// The task, when its registration with `asyncio.all_tasks()` waits for the step.
+    task: Option<Py<PyAny>>,
 }
 
 /// `call_soon`'s method definition; CPython only reads it.
@@ -80,9 +91,26 @@ pub(crate) fn with_first_step<T>(event_loop: &Bound<'_, PyAny>, create: impl FnO
     }
     FIRST_STEP_LOOP.set(event_loop.as_ptr());
     let created = create();
-    // Cleared here too in case `Task.__init__` failed before its `call_soon`.
+    // Cleared here too in case `Task.__init__` failed before its `call_soon` or registration.
     FIRST_STEP_LOOP.set(ptr::null_mut());
+    REGISTRATION_DUE.set(false);
     created
+}
+
+/// Called by the registry of tasks as `task` registers: whether its registration waits for its
+/// first step, kept for the end of the pass. A task that step finishes is never registered
+/// (`asyncio.all_tasks()` leaves out done tasks); one that waits is registered right after it.
+pub(crate) fn defer_registration(task: &Bound<'_, PyAny>) -> bool {
+    if !REGISTRATION_DUE.replace(false) {
+        return false;
+    }
+    PENDING.with_borrow_mut(|pending| match pending.last_mut() {
+        Some(kept) => {
+            kept.task = Some(task.clone().unbind());
+            true
+        }
+        None => false,
+    })
 }
 
 /// The first steps of one `drive()` call: collected while it lives.
@@ -104,8 +132,10 @@ impl FirstSteps {
         if steps.is_empty() {
             return false;
         }
-        for (step, context) in &steps {
-            if let Err(error) = run_in_context(py, step.bind(py), context.bind(py)) {
+        for kept in &steps {
+            let ran = run_in_context(py, kept.step.bind(py), kept.context.bind(py))
+                .and_then(|()| kept.task.as_ref().map_or(Ok(()), |task| register_unless_done(task.bind(py))));
+            if let Err(error) = ran {
                 self.error.get_or_insert(error);
             }
         }
@@ -134,6 +164,16 @@ impl Drop for FirstSteps {
     fn drop(&mut self) {
         COLLECTING.set(false);
     }
+}
+
+/// `asyncio.tasks._register_task(task)` unless the task is done.
+fn register_unless_done(task: &Bound<'_, PyAny>) -> PyResult<()> {
+    static REGISTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = task.py();
+    if task.call_method0(intern!(py, "done"))?.is_truthy()? {
+        return Ok(());
+    }
+    REGISTER.import(py, "asyncio.tasks", "_register_task")?.call1((task,)).map(drop)
 }
 
 /// `context.run(step)`.
@@ -165,9 +205,13 @@ unsafe extern "C" fn call_soon(
             let (step, context) = (*args, *args.add(1));
             if ffi::PyContext_CheckExact(context) != 0 {
                 let py = Python::assume_attached();
-                let kept =
-                    (Bound::from_borrowed_ptr(py, step).unbind(), Bound::from_borrowed_ptr(py, context).unbind());
+                let kept = Kept {
+                    step: Bound::from_borrowed_ptr(py, step).unbind(),
+                    context: Bound::from_borrowed_ptr(py, context).unbind(),
+                    task: None,
+                };
                 PENDING.with_borrow_mut(|pending| pending.push(kept));
+                REGISTRATION_DUE.set(true);
                 return ffi::Py_NewRef(ffi::Py_None());
             }
         }

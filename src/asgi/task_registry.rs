@@ -17,6 +17,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyWeakrefReference};
 
+use super::first_step;
+
 /// Give asyncio's registry of tasks the native `add`, once per process.
 ///
 /// Leaves it alone where it is not exactly a `weakref.WeakSet` (Python 3.14 keeps tasks in
@@ -92,6 +94,9 @@ struct AddTask {
 impl AddTask {
     /// `WeakSet.add(task)`, with [`RemoveTask::remove`] as the weak reference's callback.
     fn add(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        if first_step::defer_registration(task) {
+            return Ok(());
+        }
         if !self.members.pending_removals.bind(py).is_empty()
             && let Some(registry) = self.registry.bind(py).upgrade()
         {
