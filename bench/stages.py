@@ -71,7 +71,7 @@ STAGES = Stage(
                             (
                                 Stage(
                                     "send(): ASGI messages into Rust, response queued",
-                                    r"Send::__pymethod___call____$",
+                                    r"^_tricorn::asgi::send_type::call$",
                                 ),
                             ),
                         ),
