@@ -3,15 +3,14 @@
 tricorn gives the `WeakSet` that `asyncio.Task` registers tasks in a native `add`
 (src/asgi/task_registry.rs). `asyncio.all_tasks()` must list the app's tasks and each request's
 own, and a freed task must leave the set, also when it is freed while the set is iterated.
-A request task's first step runs within the server's `drive()` (`eager_start` from Python 3.12;
-before, the server's loops keep it for the end of the pass: src/asgi/first_step.rs), in the
-task's own task and context.
+A request task's first step runs within the server's `drive()` (on the server's loops at the
+end of its pass: src/asgi/first_step.rs; on other loops from Python 3.12 with `eager_start`), in
+the task's own task and context.
 """
 
 import asyncio
 import contextvars
 import gc
-import sys
 import weakref
 
 import httpx
@@ -181,9 +180,8 @@ LOOP_CLASSES = {"uvloop": "uvloop.Loop", "asyncio": "asyncio.unix_events._UnixSe
 
 @pytest.mark.parametrize("loop", sorted(LOOP_CLASSES))
 def test_a_request_task_takes_its_first_step_in_its_own_task_and_context(start_server, loop):
-    """Before Python 3.12 the server's loops run a request task's first step at the end of the
-    server's pass (src/asgi/first_step.rs); from 3.12 `eager_start` runs it as the task is made.
-    Either way the step runs in the request's task and context, and tasks the app creates are
+    """The server's loops let it run a request task's first step at the end of its pass
+    (src/asgi/first_step.rs): in the request's task and context, and tasks the app creates are
     scheduled as usual."""
     srv = start_server("tests.apps.basic:app", "--loop", loop)
     with httpx.Client(base_url=srv.url, timeout=10) as client:
@@ -197,8 +195,7 @@ def test_a_request_task_takes_its_first_step_in_its_own_task_and_context(start_s
             assert info["child"] == f"v{n}"
     classes = info["loop_classes"]
     assert LOOP_CLASSES[loop] in classes
-    if sys.version_info < (3, 12):
-        assert classes[0].startswith("tricorn.loops.") and classes[1] == LOOP_CLASSES[loop]
+    assert classes[0].startswith("tricorn.loops.") and classes[1] == LOOP_CLASSES[loop]
 
 
 @pytest.mark.parametrize("loop", sorted(LOOP_CLASSES))

@@ -54,7 +54,7 @@ def steer_quic_by_connection_id(fd: int, workers: int) -> None:
     """Steer the datagrams of the SO_REUSEPORT group of UDP socket `fd` to workers by connection ID."""
 
 def first_step_call_soon(loop_type: type[asyncio.AbstractEventLoop], /) -> Callable[..., Any]:
-    """A `call_soon` for a subclass of `loop_type`: the server runs its request tasks' first steps (Python < 3.12)."""
+    """A `call_soon` for a subclass of `loop_type`: the server runs its request tasks' first steps."""
 
 @final
 class Receive:

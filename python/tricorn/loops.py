@@ -14,10 +14,8 @@ _LoopClass = TypeVar("_LoopClass", bound=type[asyncio.AbstractEventLoop])
 
 
 def first_steps_at_once(loop_class: _LoopClass) -> _LoopClass:
-    """`loop_class`, or before Python 3.12 a subclass of it whose `call_soon` lets the server run
-    the first steps of its request tasks itself, without the ready queue (docs/architecture.md)."""
-    if sys.version_info >= (3, 12):
-        return loop_class
+    """A subclass of `loop_class` whose `call_soon` lets the server run the first steps of its
+    request tasks itself, without the ready queue (docs/architecture.md)."""
     from tricorn._tricorn import first_step_call_soon
 
     namespace = {"__slots__": (), "__module__": __name__, "call_soon": first_step_call_soon(loop_class)}

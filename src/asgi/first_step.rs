@@ -1,5 +1,5 @@
-//! Python 3.10 and 3.11: the first steps of the request tasks a `drive()` call creates run in
-//! that same call, without the loop's ready queue.
+//! The first steps of the request tasks a `drive()` call creates run in that same call, without
+//! the loop's ready queue.
 //!
 //! `asyncio.Task.__init__` schedules a task's first step with `loop.call_soon(step,
 //! context=...)`: a handle in the loop's ready queue, run at the loop's next iteration, after
@@ -14,8 +14,8 @@
 //!
 //! The steps run together, after the Rust work of the batch, as the loop would run them: the
 //! interpreter's and hyper's code each stay warm in the caches over a batch. Running each step
-//! as its task is made, between the requests (as `eager_start=True` does from 3.12 on), ran
-//! fewer instructions but cost more time.
+//! as its task is made, between the requests (as `eager_start=True` does from Python 3.12 on,
+//! which the server uses on a loop it did not make), ran fewer instructions but cost more time.
 
 use std::cell::{Cell, RefCell};
 use std::ptr;

@@ -14,11 +14,11 @@ pub(crate) enum TaskSpawner {
     /// No task factory on the loop: `asyncio.Task(coro, loop=loop, name=...)` directly, which
     /// skips the loop's `create_task` wrapper and the formatting of a `Task-N` name.
     ///
-    /// On Python 3.12+ with `eager_start=True`: the application's first step runs at once, and
-    /// an application that does not wait for anything (a response from memory) is done without
-    /// a trip through the loop's ready queue or asyncio's registry of tasks (a `WeakSet`).
-    /// Before 3.12, on a loop the server made, `first_steps` is that loop and the first step
-    /// runs at the end of the `drive()` pass ([`first_step`](super::first_step)).
+    /// On a loop the server made, `first_steps` is that loop and the first step runs at the end
+    /// of the `drive()` pass ([`first_step`](super::first_step)). On another loop, on Python
+    /// 3.12+, `eager_start=True`: the first step runs at once, and an application that does
+    /// not wait for anything (a response from memory) is done without a trip through the loop's
+    /// ready queue or asyncio's registry of tasks (a `WeakSet`).
     Direct { task_type: Py<PyAny>, kwargs: Py<PyDict>, first_steps: Option<Py<PyAny>> },
     /// The loop has a task factory (an eager task factory, a monitoring tool): honour it.
     Factory { create_task: Py<PyAny> },
@@ -32,10 +32,10 @@ impl TaskSpawner {
             kwargs.set_item(intern!(py, "loop"), event_loop)?;
             kwargs.set_item(intern!(py, "name"), TASK_NAME)?;
             let mut first_steps = None;
-            if py.version_info() >= (3, 12) {
-                kwargs.set_item(intern!(py, "eager_start"), true)?;
-            } else if first_step::takes_first_steps(event_loop)? {
+            if first_step::takes_first_steps(event_loop)? {
                 first_steps = Some(event_loop.clone().unbind());
+            } else if py.version_info() >= (3, 12) {
+                kwargs.set_item(intern!(py, "eager_start"), true)?;
             }
             let task_type = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "Task"))?;
             Ok(Self::Direct { task_type: task_type.unbind(), kwargs: kwargs.unbind(), first_steps })
