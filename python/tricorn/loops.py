@@ -13,7 +13,7 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 _LoopClass = TypeVar("_LoopClass", bound=type[asyncio.AbstractEventLoop])
 
 
-def first_steps_at_once(loop_class: _LoopClass) -> _LoopClass:
+def first_steps_in_drive(loop_class: _LoopClass) -> _LoopClass:
     """A subclass of `loop_class` whose `call_soon` lets the server run the first steps of its
     request tasks itself, without the ready queue (docs/architecture.md)."""
     from tricorn._tricorn import first_step_call_soon
@@ -38,7 +38,7 @@ def uvloop_loop_factory(use_subprocess: bool = False) -> LoopFactory:
 def _uvloop_class() -> type[asyncio.AbstractEventLoop]:
     import uvloop
 
-    return first_steps_at_once(uvloop.Loop)
+    return first_steps_in_drive(uvloop.Loop)
 
 
 def zuvloop_loop_factory(use_subprocess: bool = False) -> LoopFactory:
@@ -57,7 +57,7 @@ def auto_loop_factory(use_subprocess: bool = False) -> LoopFactory:
         return asyncio_loop_factory(use_subprocess=use_subprocess)
 
 
-_SELECTOR_LOOP = first_steps_at_once(asyncio.SelectorEventLoop)
+_SELECTOR_LOOP = first_steps_in_drive(asyncio.SelectorEventLoop)
 
 LOOP_FACTORIES: dict[str, Callable[..., LoopFactory] | None] = {
     "none": None,
