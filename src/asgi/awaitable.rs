@@ -4,7 +4,7 @@
 //! return an object that finishes on its first step instead of an `asyncio.Future`: no loop
 //! round trip, no callback. Only a call that must wait returns a real future from the loop.
 
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::c_void;
 use std::ptr;
 
 use pyo3::exceptions::PyStopIteration;
@@ -12,6 +12,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
+
+use super::c_slots;
 
 /// The type of [`done`]: `tricorn._tricorn.Done`.
 static DONE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -47,19 +49,17 @@ pub(crate) fn done_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
             },
             ffi::PyType_Slot::default(),
         ];
-        let mut spec = ffi::PyType_Spec {
-            // Static: Python 3.11 keeps pointing at the name given here.
-            name: c"tricorn._tricorn.Done".as_ptr(),
-            basicsize: c_int::try_from(size_of::<ffi::PyObject>()).expect("an object header fits a C int"),
-            itemsize: 0,
-            flags: c_uint::try_from(ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION)
-                .expect("type flags fit a C unsigned int"),
-            slots: slots.as_mut_ptr(),
-        };
-        // SAFETY: the spec and its slots are valid for the call, which copies what it keeps
-        // (but the name, which is static); the slot functions have the signatures of their slots.
-        let created = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&raw mut spec)) }?;
-        Ok(created.cast_into::<PyType>()?.unbind())
+        // SAFETY: the slot functions have the signatures of their slots.
+        let created = unsafe {
+            c_slots::new_type(
+                py,
+                c"tricorn._tricorn.Done",
+                size_of::<ffi::PyObject>(),
+                ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                &mut slots,
+            )
+        }?;
+        Ok(created.unbind())
     })
 }
 

@@ -26,6 +26,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use super::c_slots::Definitions;
+
 thread_local! {
     /// `drive()` runs on this thread and takes the first steps of the tasks it creates.
     static COLLECTING: Cell<bool> = const { Cell::new(false) };
@@ -45,13 +47,8 @@ struct Kept {
     task: Option<Py<PyAny>>,
 }
 
-/// `call_soon`'s method definition; CPython only reads it.
-struct MethodDef(ffi::PyMethodDef);
-
-// SAFETY: the definition is immutable and its pointers are to static data.
-unsafe impl Sync for MethodDef {}
-
-static CALL_SOON: MethodDef = MethodDef(ffi::PyMethodDef {
+/// `call_soon`'s method definition.
+static CALL_SOON: Definitions<ffi::PyMethodDef> = Definitions(ffi::PyMethodDef {
     ml_name: c"call_soon".as_ptr(),
     ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: call_soon },
     ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
@@ -215,22 +212,7 @@ unsafe extern "C" fn call_soon(
                 return ffi::Py_NewRef(ffi::Py_None());
             }
         }
-        call_base(slf, args, nargs, kwnames)
-    }
-}
-
-/// The `call_soon` of the class the loop's class derives from, with the same arguments.
-///
-/// # Safety
-/// As for [`call_soon`].
-unsafe fn call_base(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: per the function's contract; the loop's type and its base are live while the loop is.
-    unsafe {
+        // Any other call: the base class's `call_soon`, with the loop prepended to the arguments.
         let py = Python::assume_attached();
         let base = (*ffi::Py_TYPE(slf)).tp_base.cast::<ffi::PyObject>();
         let method = ffi::PyObject_GetAttr(base, intern!(py, "call_soon").as_ptr());
@@ -238,10 +220,18 @@ unsafe fn call_base(
             return method;
         }
         let keywords = if kwnames.is_null() { 0 } else { ffi::PyTuple_GET_SIZE(kwnames) };
-        let count = usize::try_from(nargs + keywords).unwrap_or(0);
-        let mut stack = Vec::with_capacity(count + 1);
-        stack.push(slf);
-        stack.extend_from_slice(std::slice::from_raw_parts(args, count));
+        let given = std::slice::from_raw_parts(args, usize::try_from(nargs + keywords).unwrap_or(0));
+        let mut few = [ptr::null_mut(); 8];
+        let mut many = Vec::new();
+        let stack = if given.len() < few.len() {
+            few[0] = slf;
+            few[1..=given.len()].copy_from_slice(given);
+            &few[..=given.len()]
+        } else {
+            many.push(slf);
+            many.extend_from_slice(given);
+            &many[..]
+        };
         let result = ffi::PyObject_Vectorcall(method, stack.as_ptr(), (nargs + 1) as usize, kwnames);
         ffi::Py_DECREF(method);
         result

@@ -4,6 +4,7 @@ pub(crate) mod access_log;
 pub(crate) mod app;
 pub(crate) mod awaitable;
 pub(crate) mod body;
+pub(crate) mod c_slots;
 pub(crate) mod channels;
 pub(crate) mod exchange;
 pub(crate) mod first_step;

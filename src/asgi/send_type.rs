@@ -9,7 +9,7 @@
 //! the thread that made the object, as pyo3's `unsendable` classes do: elsewhere a call raises
 //! and a deallocation leaks what the object holds rather than touching it.
 
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::c_void;
 use std::mem::{ManuallyDrop, offset_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
@@ -21,16 +21,11 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 use pyo3::{Borrowed, PyErr};
 
+use super::c_slots::{self, Definitions};
 use super::channels::Send;
 
 /// The type, made once.
 static SEND_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-/// Definitions CPython reads for the life of the type.
-struct Definitions<T>(T);
-
-// SAFETY: the definitions are immutable and their pointers are to static data.
-unsafe impl<T> Sync for Definitions<T> {}
 
 /// `app_returned()` and `app_failed(exc)`.
 static METHODS: Definitions<[ffi::PyMethodDef; 3]> = Definitions([
@@ -106,21 +101,18 @@ pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
             },
             ffi::PyType_Slot::default(),
         ];
-        let mut spec = ffi::PyType_Spec {
-            // Static: Python 3.11 keeps pointing at the name given here.
-            name: c"tricorn._tricorn.Send".as_ptr(),
-            basicsize: c_int::try_from(size_of::<SendObject>()).expect("the object fits a C int"),
-            itemsize: 0,
-            flags: c_uint::try_from(
-                ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
+        // SAFETY: the slot functions have the signatures of their slots; the method and member
+        // definitions, which CPython keeps pointing at, are static.
+        let created = unsafe {
+            c_slots::new_type(
+                py,
+                c"tricorn._tricorn.Send",
+                size_of::<SendObject>(),
+                ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                &mut slots,
             )
-            .expect("type flags fit a C unsigned int"),
-            slots: slots.as_mut_ptr(),
-        };
-        // SAFETY: the spec and its slots are valid for the call; the method and member
-        // definitions, which CPython keeps pointing at, are static and never written.
-        let created = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&raw mut spec)) }?;
-        Ok(created.cast_into::<PyType>()?.unbind())
+        }?;
+        Ok(created.unbind())
     })
 }
 

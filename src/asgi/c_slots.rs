@@ -1,0 +1,42 @@
+//! Python types and methods made from C slots rather than as pyo3 classes, where pyo3's call
+//! wrapper would cost more than the work of the call (`Done`, `Send`, the loops' `call_soon`).
+
+use std::ffi::{CStr, c_int, c_uint};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+/// Definitions CPython keeps pointing at for the life of a type or method (`PyMethodDef`,
+/// `PyMemberDef`): kept in statics.
+pub(crate) struct Definitions<T>(pub(crate) T);
+
+// SAFETY: the definitions are immutable and their pointers are to static data.
+unsafe impl<T> Sync for Definitions<T> {}
+
+/// A new type named `name` whose objects take `basicsize` bytes, with `flags` besides
+/// `Py_TPFLAGS_DEFAULT` and `slots` (ending with a zeroed slot).
+///
+/// # Safety
+/// The slot functions have the signatures of their slots; what the slots point at (method and
+/// member definitions) lives as long as the type.
+pub(crate) unsafe fn new_type<'py>(
+    py: Python<'py>,
+    name: &'static CStr,
+    basicsize: usize,
+    flags: std::ffi::c_ulong,
+    slots: &mut [ffi::PyType_Slot],
+) -> PyResult<Bound<'py, PyType>> {
+    let mut spec = ffi::PyType_Spec {
+        // Static: Python 3.11 keeps pointing at the name given here.
+        name: name.as_ptr(),
+        basicsize: c_int::try_from(basicsize).expect("an object's size fits a C int"),
+        itemsize: 0,
+        flags: c_uint::try_from(ffi::Py_TPFLAGS_DEFAULT | flags).expect("type flags fit a C unsigned int"),
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: the spec and its slots are valid for the call, which copies what it keeps but the
+    // name (static) and what the caller vouches for.
+    let created = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&raw mut spec)) }?;
+    Ok(created.cast_into::<PyType>()?)
+}
