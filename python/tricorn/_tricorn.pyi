@@ -53,8 +53,8 @@ class NativeServer:
 def steer_quic_by_connection_id(fd: int, workers: int) -> None:
     """Steer the datagrams of the SO_REUSEPORT group of UDP socket `fd` to workers by connection ID."""
 
-def first_step_call_soon(loop_type: type[asyncio.AbstractEventLoop], /) -> Callable[..., Any]:
-    """A `call_soon` for a subclass of `loop_type`: the server runs its request tasks' first steps."""
+def first_step_call_soon(event_loop: asyncio.AbstractEventLoop, /) -> Callable[..., Any]:
+    """`event_loop`'s `call_soon`, bound to it: the server runs its request tasks' first steps."""
 
 @final
 class Receive:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import sys
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -15,10 +15,17 @@ _LoopClass = TypeVar("_LoopClass", bound=type[asyncio.AbstractEventLoop])
 
 def first_steps_in_drive(loop_class: _LoopClass) -> _LoopClass:
     """A subclass of `loop_class` whose `call_soon` lets the server run the first steps of its
-    request tasks itself, without the ready queue (docs/architecture.md)."""
+    request tasks itself, without the ready queue (docs/architecture.md).
+
+    Each loop holds its native `call_soon`, bound once, in a slot: looking it up then makes no
+    bound method, as a method of the class would on each call."""
     from tricorn._tricorn import first_step_call_soon
 
-    namespace = {"__slots__": (), "__module__": __name__, "call_soon": first_step_call_soon(loop_class)}
+    def __init__(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> None:
+        loop_class.__init__(self, *args, **kwargs)
+        self.call_soon = first_step_call_soon(self)  # type: ignore[method-assign, assignment]
+
+    namespace = {"__slots__": ("call_soon",), "__module__": __name__, "__init__": __init__}
     return cast("_LoopClass", type(loop_class.__name__, (loop_class,), namespace))
 
 

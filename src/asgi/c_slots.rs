@@ -2,7 +2,10 @@
 //! wrapper would cost more than the work of the call (`Done`, `Send`, the loops' `call_soon`).
 
 use std::ffi::{CStr, c_int, c_uint};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -39,4 +42,20 @@ pub(crate) unsafe fn new_type<'py>(
     // name (static) and what the caller vouches for.
     let created = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&raw mut spec)) }?;
     Ok(created.cast_into::<PyType>()?)
+}
+
+/// Run `body`, the work of a C function Python called (`what` names it), with the GIL marked as
+/// held for pyo3, turning an error or a panic into a raised exception (NULL).
+pub(crate) fn raising(what: &str, body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    Python::attach(|py| match catch_unwind(AssertUnwindSafe(|| body(py))) {
+        Ok(Ok(result)) => result,
+        Ok(Err(error)) => {
+            error.restore(py);
+            ptr::null_mut()
+        }
+        Err(_) => {
+            PyRuntimeError::new_err(format!("internal error in {what}")).restore(py);
+            ptr::null_mut()
+        }
+    })
 }

@@ -24,7 +24,6 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
 
 use super::c_slots::Definitions;
 
@@ -55,28 +54,41 @@ static CALL_SOON: Definitions<ffi::PyMethodDef> = Definitions(ffi::PyMethodDef {
     ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nThe loop's `call_soon`; the first step of a request task waits for the end of the server's pass.".as_ptr(),
 });
 
-/// The `call_soon` method to give a subclass of `loop_type`.
+/// `event_loop`'s `call_soon`: [`call_soon`] bound to it, for the instance attribute of a loop
+/// the server makes.
+///
+/// Held by the instance (a slot of the class `tricorn.loops` makes), it is found without making
+/// a bound method on each `loop.call_soon` lookup, as `asyncio.Task.__init__` and every
+/// future's callbacks do it: about 450 instructions a request.
 #[pyfunction]
-pub(crate) fn first_step_call_soon(loop_type: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
-    let py = loop_type.py();
-    // SAFETY: `loop_type` is a live type; the method definition is static and never written.
+pub(crate) fn first_step_call_soon(event_loop: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let py = event_loop.py();
+    // SAFETY: `event_loop` is a live object, which the function holds; the method definition is
+    // static and never written.
     unsafe {
         Bound::from_owned_ptr_or_err(
             py,
-            ffi::PyDescr_NewMethod(loop_type.as_type_ptr(), (&raw const CALL_SOON.0).cast_mut()),
+            ffi::PyCMethod_New(
+                (&raw const CALL_SOON.0).cast_mut(),
+                event_loop.as_ptr(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ),
         )
     }
     .map(Bound::unbind)
 }
 
-/// Whether `event_loop`'s class takes [`call_soon`] as its `call_soon`.
+/// Whether `event_loop`'s `call_soon` is [`call_soon`], bound to it.
 pub(crate) fn takes_first_steps(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let method = event_loop.get_type().getattr(intern!(event_loop.py(), "call_soon"))?;
+    let method = event_loop.getattr(intern!(event_loop.py(), "call_soon"))?;
     // SAFETY: `method` is a live object; its layout is read only once its type says it is a
-    // method descriptor.
+    // built-in function.
     Ok(unsafe {
-        ptr::eq(ffi::Py_TYPE(method.as_ptr()), &raw mut ffi::PyMethodDescr_Type)
-            && ptr::eq((*method.as_ptr().cast::<ffi::PyMethodDescrObject>()).d_method, &raw const CALL_SOON.0)
+        ffi::PyCFunction_Check(method.as_ptr()) != 0 && {
+            let function = method.as_ptr().cast::<ffi::PyCFunctionObject>();
+            ptr::eq((*function).m_ml, &raw const CALL_SOON.0) && ptr::eq((*function).m_self, event_loop.as_ptr())
+        }
     })
 }
 
@@ -165,9 +177,14 @@ impl Drop for FirstSteps {
 
 /// `asyncio.tasks._register_task(task)` unless the task is done.
 fn register_unless_done(task: &Bound<'_, PyAny>) -> PyResult<()> {
+    static DONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static REGISTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let py = task.py();
-    if task.call_method0(intern!(py, "done"))?.is_truthy()? {
+    // `Task.done(task)`: the class's method itself spares the lookup on the task (`task` is
+    // exactly an `asyncio.Task`, which `TaskSpawner` makes).
+    let done =
+        DONE.get_or_try_init(py, || PyResult::Ok(py.import("asyncio")?.getattr("Task")?.getattr("done")?.unbind()))?;
+    if done.call1(py, (task,))?.is_truthy(py)? {
         return Ok(());
     }
     REGISTER.import(py, "asyncio.tasks", "_register_task")?.call1((task,)).map(drop)

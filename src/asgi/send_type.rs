@@ -131,22 +131,6 @@ unsafe fn own_send<'a>(object: *mut ffi::PyObject) -> PyResult<&'a Send> {
     }
 }
 
-/// Run `body` with the GIL marked as held for pyo3, turning an error or a panic into a raised
-/// exception (NULL).
-fn with_errors(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
-    Python::attach(|py| match catch_unwind(AssertUnwindSafe(|| body(py))) {
-        Ok(Ok(result)) => result,
-        Ok(Err(error)) => {
-            error.restore(py);
-            ptr::null_mut()
-        }
-        Err(_) => {
-            PyRuntimeError::new_err("internal error in send()").restore(py);
-            ptr::null_mut()
-        }
-    })
-}
-
 /// `send(message)`, by vectorcall.
 unsafe extern "C" fn call(
     callable: *mut ffi::PyObject,
@@ -154,7 +138,7 @@ unsafe extern "C" fn call(
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_errors(|py| {
+    c_slots::raising("send()", |py| {
         // SAFETY: Python passes `callable` (a `Send` object) and `nargs` live arguments followed
         // by one per name in `kwnames`.
         unsafe {
@@ -170,7 +154,7 @@ unsafe extern "C" fn call(
 
 /// `send.app_returned()`.
 unsafe extern "C" fn app_returned(object: *mut ffi::PyObject, _unused: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    with_errors(|py| {
+    c_slots::raising("send()", |py| {
         // SAFETY: CPython calls a method with a live instance of its type.
         unsafe { own_send(object)? }.app_returned(py);
         // SAFETY: `None` is immortal or held by the interpreter.
@@ -180,7 +164,7 @@ unsafe extern "C" fn app_returned(object: *mut ffi::PyObject, _unused: *mut ffi:
 
 /// `send.app_failed(exc)`.
 unsafe extern "C" fn app_failed(object: *mut ffi::PyObject, _exc: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    with_errors(|py| {
+    c_slots::raising("send()", |py| {
         // SAFETY: CPython calls a method with a live instance of its type.
         unsafe { own_send(object)? }.app_failed(py);
         // SAFETY: `None` is immortal or held by the interpreter.

@@ -12,11 +12,14 @@
 //! removals committed first, and removals deferred to `_pending_removals` while the set is
 //! iterated. `asyncio.all_tasks()` and every other method of the set work on it as before.
 
+use std::ptr;
+
 use pyo3::exceptions::PyImportError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyWeakrefReference};
+use pyo3::{Borrowed, ffi, intern};
 
+use super::c_slots::{self, Definitions};
 use super::first_step;
 
 /// Give asyncio's registry of tasks the native `add`, once per process.
@@ -42,8 +45,42 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         members,
         on_free: remove.getattr(intern!(py, "remove"))?.unbind(),
     };
-    // Bound methods of native classes take their arguments as a vector, without a tuple.
-    registry.setattr(add, Bound::new(py, add_task)?.getattr(add)?)
+    let holder = Bound::new(py, add_task)?;
+    // SAFETY: the method definition is static and never written; the function holds `holder`,
+    // the `AddTask` that `add` takes as its first argument.
+    let method = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyCMethod_New((&raw const ADD.0).cast_mut(), holder.as_ptr(), ptr::null_mut(), ptr::null_mut()),
+        )
+    }?;
+    registry.setattr(add, method)
+}
+
+/// The registry's `add`: a C function rather than a pyo3 method, whose call wrapper would cost
+/// more than a task whose registration waits for its first step.
+static ADD: Definitions<ffi::PyMethodDef> = Definitions(ffi::PyMethodDef {
+    ml_name: c"add".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer { PyCFunction: add },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"add(task)\n--\n\n`WeakSet.add(task)`, natively.".as_ptr(),
+});
+
+/// `add(task)`, bound to an [`AddTask`].
+unsafe extern "C" fn add(holder: *mut ffi::PyObject, task: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: Python calls this with the GIL held, `holder` the `AddTask` the function was bound
+    // to (`install`) and `task` a live argument.
+    unsafe {
+        let py = Python::assume_attached();
+        let task = Borrowed::from_ptr(py, task);
+        if first_step::defer_registration(&task) {
+            return ffi::Py_NewRef(ffi::Py_None());
+        }
+        let holder = Borrowed::from_ptr(py, holder).cast_unchecked::<AddTask>();
+        c_slots::raising("the registry of tasks' add()", |py| {
+            holder.get().add(py, &task).map(|()| ffi::Py_NewRef(ffi::Py_None()))
+        })
+    }
 }
 
 /// The `WeakSet` that `asyncio.Task` registers tasks in, if the C module has one.
@@ -90,13 +127,9 @@ struct AddTask {
     on_free: Py<PyAny>,
 }
 
-#[pymethods]
 impl AddTask {
     /// `WeakSet.add(task)`, with [`RemoveTask::remove`] as the weak reference's callback.
     fn add(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        if first_step::defer_registration(task) {
-            return Ok(());
-        }
         if !self.members.pending_removals.bind(py).is_empty()
             && let Some(registry) = self.registry.bind(py).upgrade()
         {
