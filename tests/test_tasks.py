@@ -227,5 +227,18 @@ def test_the_servers_loops_schedule_every_other_callback_as_before(loop):
         event_loop.close()
 
 
+@pytest.mark.parametrize("loop", sorted(LOOP_CLASSES))
+def test_each_of_the_servers_loops_holds_its_own_call_soon(loop):
+    first, second = LOOP_FACTORIES[loop]()(), LOOP_FACTORIES[loop]()()
+    try:
+        assert first.call_soon.__self__ is first and second.call_soon.__self__ is second
+        assert first.call_soon is first.call_soon
+    finally:
+        first.close()
+        second.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        first.call_soon(print)
+
+
 async def record_start(started):
     started.append(True)
