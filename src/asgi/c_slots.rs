@@ -45,6 +45,21 @@ pub(crate) unsafe fn new_type<'py>(
     Ok(created.cast_into::<PyType>()?)
 }
 
+/// The built-in function of `definition`, bound to `target` (its first argument on every call),
+/// which it holds.
+pub(crate) fn bound_function<'py>(
+    definition: &'static Definitions<ffi::PyMethodDef>,
+    target: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `target` is a live object; the definition is static and never written.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            target.py(),
+            ffi::PyCMethod_New((&raw const definition.0).cast_mut(), target.as_ptr(), ptr::null_mut(), ptr::null_mut()),
+        )
+    }
+}
+
 /// Run `body`, the work of a C function Python called (`what` names it), with the GIL marked as
 /// held for pyo3, turning an error or a panic into a raised exception (NULL).
 pub(crate) fn raising(what: &str, body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {

@@ -25,7 +25,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use super::c_slots::Definitions;
+use super::c_slots::{self, Definitions};
 
 thread_local! {
     /// `drive()` runs on this thread and takes the first steps of the tasks it creates.
@@ -62,21 +62,7 @@ static CALL_SOON: Definitions<ffi::PyMethodDef> = Definitions(ffi::PyMethodDef {
 /// future's callbacks do it: about 450 instructions a request.
 #[pyfunction]
 pub(crate) fn first_step_call_soon(event_loop: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let py = event_loop.py();
-    // SAFETY: `event_loop` is a live object, which the function holds; the method definition is
-    // static and never written.
-    unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyCMethod_New(
-                (&raw const CALL_SOON.0).cast_mut(),
-                event_loop.as_ptr(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            ),
-        )
-    }
-    .map(Bound::unbind)
+    c_slots::bound_function(&CALL_SOON, event_loop).map(Bound::unbind)
 }
 
 /// Whether `event_loop`'s `call_soon` is [`call_soon`], bound to it.

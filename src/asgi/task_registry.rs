@@ -12,8 +12,6 @@
 //! removals committed first, and removals deferred to `_pending_removals` while the set is
 //! iterated. `asyncio.all_tasks()` and every other method of the set work on it as before.
 
-use std::ptr;
-
 use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyWeakrefReference};
@@ -45,15 +43,7 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         members,
         on_free: remove.getattr(intern!(py, "remove"))?.unbind(),
     };
-    let holder = Bound::new(py, add_task)?;
-    // SAFETY: the method definition is static and never written; the function holds `holder`,
-    // the `AddTask` that `add` takes as its first argument.
-    let method = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyCMethod_New((&raw const ADD.0).cast_mut(), holder.as_ptr(), ptr::null_mut(), ptr::null_mut()),
-        )
-    }?;
+    let method = c_slots::bound_function(&ADD, &Bound::new(py, add_task)?.into_any())?;
     registry.setattr(add, method)
 }
 
