@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 use super::access_log::AccessRecord;
 use super::body::{BodyError, RequestBody};
+use super::chunk_queue::ChunkQueue;
 use crate::runtime::timer::{self, Sleep};
 use crate::settings::Settings;
 
@@ -99,7 +100,7 @@ pub(crate) struct Exchange {
     head: Option<ResponseHead>,
     /// The first body message arrived (or the app finished), so hyper may take the head.
     head_ready: bool,
-    chunks: VecDeque<Bytes>,
+    chunks: ChunkQueue,
     queued: usize,
     /// A file to send after the queued chunks.
     file: Option<FileBody>,
@@ -157,7 +158,7 @@ impl Exchange {
             stage: ResponseStage::NotStarted,
             head: None,
             head_ready: false,
-            chunks: VecDeque::new(),
+            chunks: ChunkQueue::default(),
             queued: 0,
             file: None,
             expected_length: None,

@@ -6,6 +6,7 @@ pub(crate) mod awaitable;
 pub(crate) mod body;
 pub(crate) mod c_slots;
 pub(crate) mod channels;
+pub(crate) mod chunk_queue;
 pub(crate) mod exchange;
 pub(crate) mod first_step;
 pub(crate) mod messages;
