@@ -188,17 +188,16 @@ impl ScopeTemplate {
         }
         let query = parts.uri.query().unwrap_or("");
         scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query.as_bytes()))?;
-        let headers = self.headers(py, &parts.headers, origin.host.as_deref())?;
+        let mut authority_host = None;
         if matches!(parts.version, http::Version::HTTP_2 | http::Version::HTTP_3)
             && !parts.headers.contains_key(http::header::HOST)
         {
             // HTTP/2 and HTTP/3 carry the host in `:authority` (RFC 9113 §8.3.1, RFC 9114
             // §4.3.1); applications read `host`.
             let authority = parts.uri.authority().map(|a| a.as_str());
-            if let Some(host) = origin.host.as_deref().or(authority) {
-                headers.insert(0, (self.header_name(py, "host"), PyBytes::new(py, host.as_bytes())))?;
-            }
+            authority_host = origin.host.as_deref().or(authority);
         }
+        let headers = self.headers(py, &parts.headers, origin.host.as_deref(), authority_host)?;
         scope.set_item(intern!(py, "headers"), headers)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
         let extensions = PyDict::new(py);
@@ -219,22 +218,27 @@ impl ScopeTemplate {
     }
 
     /// Request headers as a list of `(name, value)` byte pairs; names arrive lowercased from
-    /// hyper. `host`, when given, replaces the value of the `host` header.
+    /// hyper. `host`, when given, replaces the value of the `host` header; `authority_host`,
+    /// when given, comes first as a `host` header.
+    ///
+    /// The list is made at its length (the number of field names; hyper's iterator reports no
+    /// more), not grown by appends.
     fn headers<'py>(
         &self,
         py: Python<'py>,
         headers: &http::HeaderMap,
         host: Option<&str>,
+        authority_host: Option<&str>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for (name, value) in headers {
+        let first = authority_host.map(|host| (self.header_name(py, "host"), PyBytes::new(py, host.as_bytes())));
+        let fields = headers.iter().map(|(name, value)| {
             let value = match host {
                 Some(host) if name == http::header::HOST => host.as_bytes(),
                 _ => value.as_bytes(),
             };
-            list.append((self.header_name(py, name.as_str()), PyBytes::new(py, value)))?;
-        }
-        Ok(list)
+            (self.header_name(py, name.as_str()), PyBytes::new(py, value))
+        });
+        PyList::new(py, first.into_iter().chain(fields))
     }
 
     /// The shared bytes object of a common header name, else a new one.
