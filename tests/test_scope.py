@@ -102,6 +102,22 @@ def test_common_header_names_read_the_same_on_every_request(srv):
             assert headers == [["host", f"h{n}"]] + [[name.lower(), value] for name, value in sent]
 
 
+def test_client_and_server_on_every_request_of_a_connection(srv):
+    # From a connection's second request on the scope starts from a copy holding the
+    # connection's `client` and `server`; a forwarded client must still replace it, request by
+    # request, and a request without one must get the peer back.
+    with RawClient(port=srv.port) as c:
+        peer = ["127.0.0.1", c.sock.getsockname()[1]]
+        server = ["127.0.0.1", srv.port]
+        for n, forwarded in enumerate([False, False, True, False, True, False]):
+            extra = f"X-Forwarded-For: 203.0.113.{n}\r\n" if forwarded else ""
+            c.send(f"GET /scope HTTP/1.1\r\nHost: h\r\n{extra}\r\n".encode())
+            scope = json.loads(c.read_response().body)
+            assert scope["client"] == (["203.0.113." + str(n), 0] if forwarded else peer), n
+            assert scope["server"] == server, n
+            assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
+
+
 def test_method_and_http10(srv):
     scope = get_scope(srv, "/scope", method="POST", body=b"abc")
     assert scope["method"] == "POST"

@@ -6,7 +6,7 @@ use std::task::Context;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -132,18 +132,16 @@ impl Send {
         let status = StatusCode::from_u16(status)
             .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
         let mut headers = HeaderMap::with_capacity(self.state.settings.default_headers.len() + 4);
-        let mut closes = false;
+        let mut facts = HeadFacts::default();
         for (name, value) in &self.state.settings.default_headers {
-            closes |= last_response::closes(name, value);
+            facts.note(name, value);
             headers.append(name.clone(), value.clone());
         }
         if let Some(list) = optional(py, message, intern!(py, "headers"))? {
-            closes |= append_headers(&self.state.response_names, &list, &mut headers)?;
+            append_headers(&self.state.response_names, &list, &mut headers, &mut facts)?;
         }
-        let expected_length = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let HeadFacts { closes, content_length } = facts;
+        let expected_length = content_length.flatten();
         if let Some(access) = &self.access {
             self.log_access(py, access, status.as_u16())?;
         }
@@ -350,34 +348,63 @@ fn optional<'py>(
     Ok((!value.is_none()).then_some(value))
 }
 
-/// Append ASGI `[(name, value), ...]` byte-string pairs to `headers`; whether one of them ends
-/// the connection (`Connection: close`).
+/// What the response head's fields say, noted as they are appended.
+#[derive(Default)]
+struct HeadFacts {
+    /// A `Connection: close` field ends the connection.
+    closes: bool,
+    /// The first `Content-Length` field, parsed (`Some(None)`: present but not a number).
+    content_length: Option<Option<u64>>,
+}
+
+impl HeadFacts {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == http::header::CONTENT_LENGTH {
+            if self.content_length.is_none() {
+                self.content_length = Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+            }
+        } else {
+            self.closes |= last_response::closes(name, value);
+        }
+    }
+}
+
+/// Append ASGI `[(name, value), ...]` byte-string pairs to `headers`, noting in `facts` what
+/// they say.
 ///
 /// A list of 2-tuples, what nearly every app sends, is read without the iterator protocol or
 /// integer indexing; any other iterable of pairs takes the generic path.
-fn append_headers(names: &NameCache, list: &Bound<'_, PyAny>, headers: &mut HeaderMap) -> PyResult<bool> {
-    let mut closes = false;
+fn append_headers(
+    names: &NameCache,
+    list: &Bound<'_, PyAny>,
+    headers: &mut HeaderMap,
+    facts: &mut HeadFacts,
+) -> PyResult<()> {
     if let Ok(list) = list.cast::<PyList>() {
         for pair in list.iter() {
-            closes |= match pair.cast::<PyTuple>() {
+            match pair.cast::<PyTuple>() {
                 Ok(tuple) if tuple.len() == 2 => {
                     let (name, value) = (tuple.get_borrowed_item(0)?, tuple.get_borrowed_item(1)?);
-                    append_header(names, headers, &name, &value)?
+                    append_header(names, headers, facts, &name, &value)?;
                 }
-                _ => append_pair(names, headers, &pair)?,
-            };
+                _ => append_pair(names, headers, facts, &pair)?,
+            }
         }
-        return Ok(closes);
+        return Ok(());
     }
     for pair in list.try_iter()? {
-        closes |= append_pair(names, headers, &pair?)?;
+        append_pair(names, headers, facts, &pair?)?;
     }
-    Ok(closes)
+    Ok(())
 }
 
-/// Append one `[name, value]` pair given as any iterable of exactly two items; whether it ends
-/// the connection.
-fn append_pair(names: &NameCache, headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// Append one `[name, value]` pair given as any iterable of exactly two items.
+fn append_pair(
+    names: &NameCache,
+    headers: &mut HeaderMap,
+    facts: &mut HeadFacts,
+    pair: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let not_a_pair = || PyTypeError::new_err("ASGI header must be a [name, value] pair");
     let mut items = pair.try_iter().map_err(|_| not_a_pair())?;
     let name = items.next().ok_or_else(not_a_pair)??;
@@ -385,29 +412,30 @@ fn append_pair(names: &NameCache, headers: &mut HeaderMap, pair: &Bound<'_, PyAn
     if items.next().is_some() {
         return Err(not_a_pair());
     }
-    append_header(names, headers, &name, &value)
+    append_header(names, headers, facts, &name, &value)
 }
 
-/// Append one field; whether it ends the connection.
+/// Append one field.
 fn append_header(
     names: &NameCache,
     headers: &mut HeaderMap,
+    facts: &mut HeadFacts,
     name: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
-) -> PyResult<bool> {
+) -> PyResult<()> {
     let name =
         names.name(name.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("ASGI header name must be bytes"))?)?;
     let value = response_fields::value(header_bytes(value, "value")?)
         .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value for {name:?}")))?;
-    let closes = last_response::closes(&name, &value);
+    facts.note(&name, &value);
     headers.append(name, value);
-    Ok(closes)
+    Ok(())
 }
 
 /// A header map from ASGI byte-string pairs.
 fn header_map(names: &NameCache, list: &Bound<'_, PyAny>, capacity: usize) -> PyResult<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(capacity);
-    append_headers(names, list, &mut headers)?;
+    append_headers(names, list, &mut headers, &mut HeadFacts::default())?;
     Ok(headers)
 }
 

@@ -147,7 +147,7 @@ impl ScopeTemplate {
         origin: &Origin<'_>,
         state: &Bound<'py, PyDict>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let scope = self.scope.bind(py).copy()?;
+        let (scope, has_conn_values) = conn_scope.base(py, self, conn)?;
         scope.set_item(intern!(py, "asgi"), self.asgi.bind(py).copy()?)?;
         if parts.version != http::Version::HTTP_11 {
             scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
@@ -156,9 +156,12 @@ impl ScopeTemplate {
             (Some(port), PeerAddr::Ip(addr)) => {
                 scope.set_item(intern!(py, "server"), (self.server_ip.get(py, addr.ip()), port).into_pyobject(py)?)?;
             }
+            _ if has_conn_values => {}
             _ => scope.set_item(intern!(py, "server"), conn_scope.server(py, conn, &self.server_ip)?)?,
         }
-        scope.set_item(intern!(py, "client"), conn_scope.client(py, origin, &self.client_ip)?)?;
+        if !(has_conn_values && matches!(origin.client, Client::Peer(_))) {
+            scope.set_item(intern!(py, "client"), conn_scope.client(py, origin, &self.client_ip)?)?;
+        }
         match origin.scheme {
             "http" => {}
             "https" => scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?,
@@ -292,9 +295,45 @@ pub(crate) struct ConnScope {
     server: Option<Py<PyAny>>,
     client: Option<Py<PyAny>>,
     tls: Option<Py<PyDict>>,
+    /// From a connection's second request on: the server's template with the connection's
+    /// `server` and `client` in place, copied for each request instead of setting both.
+    base: Option<Py<PyDict>>,
+    /// Requests whose scope was built on this connection, up to 2.
+    requests: u8,
 }
 
 impl ConnScope {
+    /// A new scope dict to fill, and whether it holds the connection's `server` and (peer)
+    /// `client` already.
+    ///
+    /// A connection's first request copies the server's template: made for a connection that
+    /// ends after one request, the connection's own template would cost a copy more. The second
+    /// makes it, and the keep-alive requests that follow copy it.
+    fn base<'py>(
+        &mut self,
+        py: Python<'py>,
+        template: &ScopeTemplate,
+        conn: &ConnInfo,
+    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
+        if let Some(base) = &self.base {
+            return Ok((base.bind(py).copy()?, true));
+        }
+        self.requests += 1;
+        if self.requests < 2 {
+            return Ok((template.scope.bind(py).copy()?, false));
+        }
+        let base = template.scope.bind(py).copy()?;
+        base.set_item(intern!(py, "server"), self.server(py, conn, &template.server_ip)?)?;
+        let client = match conn.client {
+            Some(addr) => self.peer_client(py, addr, &template.client_ip)?,
+            None => py.None().into_bound(py),
+        };
+        base.set_item(intern!(py, "client"), client)?;
+        let scope = base.copy()?;
+        self.base = Some(base.unbind());
+        Ok((scope, true))
+    }
+
     /// The ASGI TLS extension dict of a TLS connection.
     fn tls<'py>(&mut self, py: Python<'py>, info: &TlsInfo, server_cert: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
         if let Some(tls) = &self.tls {
@@ -326,17 +365,20 @@ impl ConnScope {
 
     fn client<'py>(&mut self, py: Python<'py>, origin: &Origin<'_>, ip_text: &IpText) -> PyResult<Bound<'py, PyAny>> {
         match &origin.client {
-            Client::Peer(addr) => {
-                if let Some(client) = &self.client {
-                    return Ok(client.bind(py).clone());
-                }
-                let client = (ip_text.get(py, addr.ip()), addr.port()).into_pyobject(py)?.into_any();
-                self.client = Some(client.clone().unbind());
-                Ok(client)
-            }
+            Client::Peer(addr) => self.peer_client(py, *addr, ip_text),
             Client::Forwarded(host, port) => Ok((host.as_str(), *port).into_pyobject(py)?.into_any()),
             Client::Unknown => Ok(py.None().into_bound(py)),
         }
+    }
+
+    /// The `(host, port)` of the connection's peer, made once.
+    fn peer_client<'py>(&mut self, py: Python<'py>, addr: SocketAddr, ip_text: &IpText) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(client) = &self.client {
+            return Ok(client.bind(py).clone());
+        }
+        let client = (ip_text.get(py, addr.ip()), addr.port()).into_pyobject(py)?.into_any();
+        self.client = Some(client.clone().unbind());
+        Ok(client)
     }
 }
 
