@@ -31,8 +31,6 @@ mod _tricorn {
     #[pymodule_export]
     use crate::asgi::awaitable::Ready;
     #[pymodule_export]
-    use crate::asgi::channels::Receive;
-    #[pymodule_export]
     use crate::asgi::first_step::first_step_call_soon;
     #[pymodule_export]
     use crate::asgi::websocket::{WsReceive, WsSend};
@@ -44,6 +42,7 @@ mod _tricorn {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("Done", crate::asgi::awaitable::done_type(m.py())?)?;
+        m.add("Receive", crate::asgi::receive_type::receive_type(m.py())?)?;
         m.add("Send", crate::asgi::send_type::send_type(m.py())?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }

@@ -167,8 +167,15 @@ def test_reset_contextvars_gives_each_request_a_fresh_context(start_server):
 
 
 @pytest.mark.skipif(IS_UVICORN, reason="uvicorn's send is a coroutine function: a wrong call raises when awaited")
-def test_send_called_wrongly_raises_and_the_response_goes_on(srv):
+def test_send_and_receive_called_wrongly_raise_and_the_response_goes_on(srv):
     data = httpx.get(srv.url + "/send-misuse", timeout=10).json()
-    assert data["errors"] == ["TypeError: send() takes exactly one argument, the message"] * 3
-    assert data["from_thread"] == ["RuntimeError: send() must be called on the event loop's thread"]
+    assert (
+        data["errors"]
+        == ["TypeError: send() takes exactly one argument, the message"] * 3
+        + ["TypeError: receive() takes no arguments"] * 2
+    )
+    assert data["from_thread"] == [
+        "RuntimeError: send() must be called on the event loop's thread",
+        "RuntimeError: receive() must be called on the event loop's thread",
+    ]
     assert_still_serving(srv)

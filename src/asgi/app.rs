@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use super::access_log::AccessRecord;
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
+use super::receive_type::new_receive;
 use super::scope::{Client, ConnScope, Origin, client_label};
 use super::send_type::new_send;
 use super::websocket;
@@ -115,7 +116,7 @@ pub(crate) fn start(
     if let Some(record) = record {
         exchange.borrow_mut().access_record = Some(Box::new(record));
     }
-    let receive = Py::new(py, Receive::new(exchange.clone(), state.clone()))?;
+    let receive = new_receive(py, Receive::new(exchange.clone(), state.clone()))?;
     let task_key = state.app_tasks.borrow_mut().insert(py.None());
     let send = new_send(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
         state.app_tasks.borrow_mut().remove(task_key);

@@ -25,8 +25,8 @@ use crate::server::ServerState;
 /// Bodies up to this size are copied; larger ones are shared with the Python `bytes` object.
 const COPY_LIMIT: usize = 4096;
 
-/// `receive()`: the next `http.request` or `http.disconnect` message.
-#[pyclass(module = "tricorn._tricorn", unsendable)]
+/// `receive()`: the next `http.request` or `http.disconnect` message; the Python object is made
+/// by [`receive_type`](super::receive_type).
 pub(crate) struct Receive {
     exchange: ExchangeRef,
     state: Rc<ServerState>,
@@ -36,11 +36,9 @@ impl Receive {
     pub(crate) fn new(exchange: ExchangeRef, state: Rc<ServerState>) -> Self {
         Self { exchange, state }
     }
-}
 
-#[pymethods]
-impl Receive {
-    fn __call__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// The next message, or a future of it.
+    pub(crate) fn call(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut exchange = self.exchange.borrow_mut();
         if let Some(message) = messages::received(py, &exchange.take_received()) {
             return Ok(Py::new(py, Ready::new(message))?.into_any());

@@ -5,24 +5,20 @@
 //! the thread and the borrow, and freed the tuple. This type takes the call by vectorcall (PEP
 //! 590): the message arrives as a pointer in an array, and the call is a C function call.
 //!
-//! A `Send` holds `Rc`s of the event loop's thread, so every entry point checks that it runs on
-//! the thread that made the object, as pyo3's `unsendable` classes do: elsewhere a call raises
-//! and a deallocation leaks what the object holds rather than touching it.
+//! The object is a [`ThreadOwned`] `Send`: usable on the thread that made it only.
 
 use std::ffi::c_void;
-use std::mem::{ManuallyDrop, offset_of};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::ptr;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::Borrowed;
+use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
-use pyo3::{Borrowed, PyErr};
 
 use super::c_slots::{self, Definitions};
 use super::channels::Send;
+use super::thread_owned::{ThreadOwned, VECTORCALL_MEMBERS};
 
 /// The type, made once.
 static SEND_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -44,57 +40,19 @@ static METHODS: Definitions<[ffi::PyMethodDef; 3]> = Definitions([
     ffi::PyMethodDef::zeroed(),
 ]);
 
-/// `__vectorcalloffset__`: where CPython finds [`call`] in each object.
-static MEMBERS: Definitions<[ffi::PyMemberDef; 2]> = Definitions([
-    ffi::PyMemberDef {
-        name: c"__vectorcalloffset__".as_ptr(),
-        type_code: ffi::Py_T_PYSSIZET,
-        #[allow(clippy::cast_possible_wrap)]
-        offset: offset_of!(SendObject, vectorcall) as ffi::Py_ssize_t,
-        flags: ffi::Py_READONLY,
-        doc: ptr::null(),
-    },
-    ffi::PyMemberDef { name: ptr::null(), type_code: 0, offset: 0, flags: 0, doc: ptr::null() },
-]);
-
-/// The layout of a `Send` object.
-#[repr(C)]
-struct SendObject {
-    ob_base: ffi::PyObject,
-    /// Where `tp_vectorcall_offset` points: [`call`].
-    vectorcall: Option<ffi::vectorcallfunc>,
-    /// The thread that made the object, the only one that may use [`SendObject::send`].
-    thread: libc::pthread_t,
-    send: ManuallyDrop<Send>,
-}
-
 /// A `send` object for the application.
 pub(crate) fn new_send(py: Python<'_>, send: Send) -> PyResult<Bound<'_, PyAny>> {
-    let send_type = send_type(py)?.bind(py);
-    // SAFETY: `send_type` is a live type whose instances have the layout of `SendObject`;
-    // `PyType_GenericAlloc` returns zeroed memory with the object header set, and each field is
-    // written before the object is handed out.
-    unsafe {
-        let object = ffi::PyType_GenericAlloc(send_type.as_type_ptr(), 0);
-        if object.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        let fields = object.cast::<SendObject>();
-        (&raw mut (*fields).vectorcall).write(Some(call));
-        (&raw mut (*fields).thread).write(libc::pthread_self());
-        (&raw mut (*fields).send).write(ManuallyDrop::new(send));
-        Ok(Bound::from_owned_ptr(py, object))
-    }
+    ThreadOwned::create(send_type(py)?.bind(py), call, send)
 }
 
 /// The type, for the module to export.
 pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
     SEND_TYPE.get_or_try_init(py, || {
         let mut slots = [
-            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: dealloc as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: ThreadOwned::<Send>::dealloc as *mut c_void },
             ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: ffi::PyVectorcall_Call as *mut c_void },
             ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: (&raw const METHODS.0).cast_mut().cast() },
-            ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: (&raw const MEMBERS.0).cast_mut().cast() },
+            ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: (&raw const VECTORCALL_MEMBERS.0).cast_mut().cast() },
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_doc,
                 pfunc: c"`send(message)`: the ASGI messages of one response.".as_ptr() as *mut c_void,
@@ -107,7 +65,7 @@ pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
             c_slots::new_type(
                 py,
                 c"tricorn._tricorn.Send",
-                size_of::<SendObject>(),
+                size_of::<ThreadOwned<Send>>(),
                 ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
                 &mut slots,
             )
@@ -122,13 +80,7 @@ pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
 /// `object` is a live `Send` object.
 unsafe fn own_send<'a>(object: *mut ffi::PyObject) -> PyResult<&'a Send> {
     // SAFETY: per the function's contract.
-    unsafe {
-        let fields = object.cast::<SendObject>();
-        if libc::pthread_equal((*fields).thread, libc::pthread_self()) == 0 {
-            return Err(PyRuntimeError::new_err("send() must be called on the event loop's thread"));
-        }
-        Ok(&(*fields).send)
-    }
+    unsafe { ThreadOwned::value(object, "send()") }
 }
 
 /// `send(message)`, by vectorcall.
@@ -170,24 +122,4 @@ unsafe extern "C" fn app_failed(object: *mut ffi::PyObject, _exc: *mut ffi::PyOb
         // SAFETY: `None` is immortal or held by the interpreter.
         Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) })
     })
-}
-
-/// `tp_dealloc`: drop the `Send` (on its own thread), free the memory, release the type.
-unsafe extern "C" fn dealloc(object: *mut ffi::PyObject) {
-    // SAFETY: CPython deallocates a live instance of this heap type once, holding the GIL.
-    unsafe {
-        let fields = object.cast::<SendObject>();
-        if libc::pthread_equal((*fields).thread, libc::pthread_self()) != 0 {
-            Python::attach(|_| {
-                if catch_unwind(AssertUnwindSafe(|| ManuallyDrop::drop(&mut (*fields).send))).is_err() {
-                    ffi::PyErr_WriteUnraisable(object);
-                }
-            });
-        }
-        let object_type = ffi::Py_TYPE(object);
-        if let Some(free) = (*object_type).tp_free {
-            free(object.cast());
-        }
-        ffi::Py_DECREF(object_type.cast());
-    }
 }

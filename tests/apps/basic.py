@@ -250,11 +250,18 @@ async def ctx(scope, receive, send, q):
 
 
 async def send_misuse(scope, receive, send, q):
-    """`send` called wrongly, then rightly: the errors each wrong call raised."""
+    """`send` and `receive` called wrongly, then rightly: the errors each wrong call raised."""
     import threading
 
     errors = []
-    for call in (lambda: send(), lambda: send({}, {}), lambda: send(message={"type": "http.response.start"})):
+    wrong_calls = (
+        lambda: send(),
+        lambda: send({}, {}),
+        lambda: send(message={"type": "http.response.start"}),
+        lambda: receive(1),
+        lambda: receive(timeout=1),
+    )
+    for call in wrong_calls:
         try:
             call()
         except TypeError as exc:
@@ -262,10 +269,11 @@ async def send_misuse(scope, receive, send, q):
     from_thread = []
 
     def in_thread():
-        try:
-            send({"type": "http.response.start", "status": 200})
-        except RuntimeError as exc:
-            from_thread.append(f"RuntimeError: {exc}")
+        for call in (lambda: send({"type": "http.response.start", "status": 200}), receive):
+            try:
+                call()
+            except RuntimeError as exc:
+                from_thread.append(f"RuntimeError: {exc}")
 
     thread = threading.Thread(target=in_thread)
     thread.start()
