@@ -21,6 +21,7 @@ use crate::asgi::access_log::AccessFormat;
 use crate::asgi::websocket::deflate::{Compressor, DeflateParams, Inflating, is_corrupt, negotiate};
 use crate::length_field_watch::LengthFieldWatch;
 use crate::proxy_headers::{TrustedHosts, forwarded_by_trusted_peer};
+use crate::request_fields::FieldsPresent;
 use crate::{forwarded, request_checks};
 
 /// Split `data` on LF into at most `max` lines (the last keeps the rest).
@@ -110,7 +111,7 @@ pub fn request_head(data: &[u8]) {
     *request.version_mut() = version;
     *request.headers_mut() = header_map(&lines[1..]);
     let (parts, ()) = request.into_parts();
-    if request_checks::check_http1(&parts, false).is_ok() {
+    if request_checks::check_http1(&parts, FieldsPresent::of(&parts.headers), false).is_ok() {
         // What the app may rely on once the checks pass (RFC 9112 §3.2).
         let hosts = parts.headers.get_all(http::header::HOST).iter().count();
         assert!(hosts <= 1 && (hosts == 1 || version == Version::HTTP_10), "{parts:?}");

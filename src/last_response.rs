@@ -11,6 +11,7 @@ use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use crate::field_values::{has_token, list_has};
+use crate::request_fields::FieldsPresent;
 
 /// Whether a response ends its connection, and when hyper then has all of its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +42,11 @@ pub(crate) fn ending(request_closes: bool, response_closes: bool, head: bool, st
 /// Whether the request ends its connection after the response: an HTTP/1.1 request with
 /// `Connection: close`, or an HTTP/1.0 request without `Connection: keep-alive` (RFC 9112 §9.3;
 /// a `close` beside `keep-alive` wins, as in hyper).
-pub(crate) fn request_closes(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn request_closes(version: Version, headers: &HeaderMap, fields: FieldsPresent) -> bool {
+    let says = |token| fields.connection() && has_token(headers, &CONNECTION, token);
     match version {
-        Version::HTTP_11 => has_token(headers, &CONNECTION, "close"),
-        Version::HTTP_10 => has_token(headers, &CONNECTION, "close") || !has_token(headers, &CONNECTION, "keep-alive"),
+        Version::HTTP_11 => says("close"),
+        Version::HTTP_10 => says("close") || !says("keep-alive"),
         _ => false,
     }
 }
@@ -61,6 +63,7 @@ mod tests {
     use http::{HeaderMap, HeaderValue, StatusCode, Version};
 
     use super::{Ending, closes, ending, request_closes};
+    use crate::request_fields::FieldsPresent;
 
     fn headers(connection: &[&'static str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -70,25 +73,31 @@ mod tests {
         headers
     }
 
+    /// `request_closes` for a request whose `Connection` lines are `connection`.
+    fn closes_request(version: Version, connection: &[&'static str]) -> bool {
+        let headers = headers(connection);
+        request_closes(version, &headers, FieldsPresent::of(&headers))
+    }
+
     #[test]
     fn http11_closes_only_when_asked() {
-        assert!(!request_closes(Version::HTTP_11, &headers(&[])));
-        assert!(!request_closes(Version::HTTP_11, &headers(&["keep-alive"])));
-        assert!(request_closes(Version::HTTP_11, &headers(&["close"])));
-        assert!(request_closes(Version::HTTP_11, &headers(&["te", "close"])));
+        assert!(!closes_request(Version::HTTP_11, &[]));
+        assert!(!closes_request(Version::HTTP_11, &["keep-alive"]));
+        assert!(closes_request(Version::HTTP_11, &["close"]));
+        assert!(closes_request(Version::HTTP_11, &["te", "close"]));
     }
 
     #[test]
     fn http10_closes_unless_kept_alive() {
-        assert!(request_closes(Version::HTTP_10, &headers(&[])));
-        assert!(!request_closes(Version::HTTP_10, &headers(&["Keep-Alive"])));
-        assert!(request_closes(Version::HTTP_10, &headers(&["keep-alive", "close"])));
+        assert!(closes_request(Version::HTTP_10, &[]));
+        assert!(!closes_request(Version::HTTP_10, &["Keep-Alive"]));
+        assert!(closes_request(Version::HTTP_10, &["keep-alive", "close"]));
     }
 
     #[test]
     fn multiplexed_versions_never_close_the_connection() {
-        assert!(!request_closes(Version::HTTP_2, &headers(&["close"])));
-        assert!(!request_closes(Version::HTTP_3, &headers(&["close"])));
+        assert!(!closes_request(Version::HTTP_2, &["close"]));
+        assert!(!closes_request(Version::HTTP_3, &["close"]));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod net;
 mod preface;
 mod proxy_headers;
 mod request_checks;
+mod request_fields;
 mod runtime;
 mod server;
 mod settings;

@@ -12,14 +12,15 @@ use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::field_values::list_elements;
+use crate::request_fields::FieldsPresent;
 
-/// Check an HTTP/1.0 or HTTP/1.1 request head; `Err` carries the status to answer.
-/// `had_length`: the head held a `Content-Length` line, which hyper drops when
+/// Check an HTTP/1.0 or HTTP/1.1 request head, whose fields include `fields`; `Err` carries the
+/// status to answer. `had_length`: the head held a `Content-Length` line, which hyper drops when
 /// `Transfer-Encoding` is there too (see `length_field_watch`).
-pub(crate) fn check_http1(parts: &Parts, had_length: bool) -> Result<(), StatusCode> {
+pub(crate) fn check_http1(parts: &Parts, fields: FieldsPresent, had_length: bool) -> Result<(), StatusCode> {
     check_host(parts)?;
     check_target_form(parts)?;
-    if parts.headers.contains_key(TRANSFER_ENCODING) {
+    if fields.transfer_encoding() {
         // RFC 9112 §6.1: "A server MAY reject a request that contains both Content-Length and
         // Transfer-Encoding"; it is the classic request-smuggling shape, so it is rejected.
         if had_length {
@@ -150,7 +151,8 @@ fn check_transfer_coding(headers: &HeaderMap) -> Result<(), StatusCode> {
 mod tests {
     use http::{Request, StatusCode, Version};
 
-    use super::{check_http1, is_valid_host};
+    use super::is_valid_host;
+    use crate::request_fields::FieldsPresent;
 
     fn parts(method: &str, uri: &str, version: Version, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut builder = Request::builder().method(method).uri(uri).version(version);
@@ -158,6 +160,10 @@ mod tests {
             builder = builder.header(*name, *value);
         }
         builder.body(()).unwrap().into_parts().0
+    }
+
+    fn check_http1(parts: &http::request::Parts, had_length: bool) -> Result<(), StatusCode> {
+        super::check_http1(parts, FieldsPresent::of(&parts.headers), had_length)
     }
 
     fn check(method: &str, uri: &str, headers: &[(&str, &str)]) -> Result<(), StatusCode> {

@@ -17,6 +17,7 @@ use super::websocket;
 use crate::forwarded;
 use crate::net::{ConnInfo, PeerAddr};
 use crate::proxy_headers;
+use crate::request_fields::FieldsPresent;
 use crate::server::ServerState;
 use crate::settings::{ProxyStyle, Settings};
 
@@ -33,7 +34,7 @@ fn peer_is_trusted(settings: &Settings, conn: &ConnInfo) -> bool {
 fn apply_proxy_headers(settings: &Settings, headers: &HeaderMap, origin: &mut Origin<'_>) {
     let info = match settings.proxy_style {
         ProxyStyle::XForwarded => {
-            if !proxy_headers::has_x_forwarded(headers) {
+            if !origin.fields.x_forwarded() {
                 return;
             }
             let is_websocket = matches!(origin.scheme, "ws" | "wss");
@@ -64,14 +65,22 @@ fn apply_proxy_headers(settings: &Settings, headers: &HeaderMap, origin: &mut Or
     }
 }
 
-/// Client, scheme and forwarded values of a request, proxy headers applied.
-fn request_origin<'a>(settings: &Settings, conn: &ConnInfo, scheme: &'a str, headers: &HeaderMap) -> Origin<'a> {
+/// Client, scheme and forwarded values of a request, whose fields include `fields`, proxy
+/// headers applied.
+pub(crate) fn request_origin<'a>(
+    settings: &Settings,
+    conn: &ConnInfo,
+    scheme: &'a str,
+    headers: &HeaderMap,
+    fields: FieldsPresent,
+) -> Origin<'a> {
     let mut origin = Origin {
         client: conn.client.map_or(Client::Unknown, Client::Peer),
         scheme,
         host: None,
         server_port: None,
         prefix: None,
+        fields,
     };
     if settings.proxy_headers && peer_is_trusted(settings, conn) {
         apply_proxy_headers(settings, headers, &mut origin);
@@ -86,32 +95,33 @@ pub(crate) fn start_websocket(
     conn: &ConnInfo,
     conn_scope: &mut ConnScope,
     scheme: &'static str,
+    fields: FieldsPresent,
     parts: &mut Parts,
 ) -> PyResult<websocket::WsResponseFuture> {
     let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
-    let origin = request_origin(&state.settings, conn, ws_scheme, &parts.headers);
+    let origin = request_origin(&state.settings, conn, ws_scheme, &parts.headers, fields);
     let scope = state.scope_template.build(py, conn_scope, parts, conn, &origin, state.lifespan_state.bind(py))?;
     state.scope_template.make_websocket(py, &scope, websocket::subprotocols(&parts.headers))?;
     websocket::start(py, state, scope, parts)
 }
 
-/// Build the scope and run `app_runner(scope, receive, send)` as a new task on the loop.
+/// Build the scope of a request from `origin` and run `app_runner(scope, receive, send)` as a new
+/// task on the loop.
 pub(crate) fn start(
     py: Python<'_>,
     state: &Rc<ServerState>,
     conn: &ConnInfo,
     conn_scope: &mut ConnScope,
-    scheme: &'static str,
+    origin: &Origin<'_>,
     parts: &Parts,
     exchange: &ExchangeRef,
 ) -> PyResult<()> {
     let settings = &state.settings;
-    let origin = request_origin(settings, conn, scheme, &parts.headers);
-    let scope = state.scope_template.build(py, conn_scope, parts, conn, &origin, state.lifespan_state.bind(py))?;
+    let scope = state.scope_template.build(py, conn_scope, parts, conn, origin, state.lifespan_state.bind(py))?;
     let (access, record) = match &settings.access_log_format {
         _ if !settings.access_log => (None, None),
-        Some(format) => (None, Some(AccessRecord::new(state, format, parts, client_label(&origin)))),
-        None => (Some(AccessInfo::new(&origin, parts, &settings.root_path)), None),
+        Some(format) => (None, Some(AccessRecord::new(state, format, parts, client_label(origin)))),
+        None => (Some(AccessInfo::new(origin, parts, &settings.root_path)), None),
     };
     if let Some(record) = record {
         exchange.borrow_mut().access_record = Some(Box::new(record));

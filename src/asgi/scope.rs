@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::field_values::has_token;
 use crate::net::{ConnInfo, PeerAddr, TlsInfo};
+use crate::request_fields::FieldsPresent;
 
 /// Where the request comes from, after proxy headers were applied.
 pub(crate) enum Client {
@@ -35,6 +36,8 @@ pub(crate) struct Origin<'a> {
     pub(crate) server_port: Option<u16>,
     /// A path prefix the proxy removed (`--forwarded-prefix`): put in front of `root_path`.
     pub(crate) prefix: Option<String>,
+    /// The request's fields the server acts on.
+    pub(crate) fields: FieldsPresent,
 }
 
 /// A scope dict with every key in place, copied for each request.
@@ -213,7 +216,7 @@ impl ScopeTemplate {
             // 103 responses (RFC 8297): only the HTTP/3 writer can send informational responses.
             extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
         }
-        if can_send_trailers(parts) {
+        if can_send_trailers(parts, origin.fields) {
             extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
         }
         scope.set_item(intern!(py, "extensions"), extensions)?;
@@ -415,10 +418,10 @@ pub(crate) fn client_label(origin: &Origin<'_>) -> String {
 
 /// Whether trailers sent by the app reach the client: always on HTTP/2 and HTTP/3; on HTTP/1.1 only in a
 /// chunked response to a client that said `TE: trailers` (RFC 9112 §7.1.2, RFC 9110 §10.1.4).
-fn can_send_trailers(parts: &Parts) -> bool {
+fn can_send_trailers(parts: &Parts, fields: FieldsPresent) -> bool {
     match parts.version {
         http::Version::HTTP_2 | http::Version::HTTP_3 => true,
-        http::Version::HTTP_11 => has_token(&parts.headers, &http::header::TE, "trailers"),
+        http::Version::HTTP_11 => fields.te() && has_token(&parts.headers, &http::header::TE, "trailers"),
         _ => false,
     }
 }

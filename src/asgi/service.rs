@@ -23,6 +23,7 @@ use crate::last_response::{self, Ending};
 use crate::length_field_watch::LengthFieldSeen;
 use crate::net::ConnInfo;
 use crate::request_checks;
+use crate::request_fields::FieldsPresent;
 use crate::runtime::io::LastWrite;
 use crate::server::ServerState;
 use crate::watchdog::{ActiveExchange, ConnActivity};
@@ -69,19 +70,20 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
     type Future = TcpResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> TcpResponseFuture {
+        let fields = FieldsPresent::of(request.headers());
         // hyper answers CONNECT's 2xx without a body and hands the connection over.
         let ending = match &self.last_write {
             Some(socket) if request.version() <= Version::HTTP_11 && request.method() != Method::CONNECT => {
                 Some(EndingCheck {
                     socket: socket.clone(),
-                    request_closes: last_response::request_closes(request.version(), request.headers()),
+                    request_closes: last_response::request_closes(request.version(), request.headers(), fields),
                     head: request.method() == Method::HEAD,
                 })
             }
             _ => None,
         };
         TcpResponseFuture {
-            inner: self.handle(request.map(RequestBody::Hyper)),
+            inner: self.handle(request.map(RequestBody::Hyper), fields),
             alt_svc: self.state.alt_svc.borrow().clone(),
             ending,
         }
@@ -89,8 +91,9 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
 }
 
 impl AsgiService {
-    /// Start the exchange of one request, whatever HTTP version carried it.
-    pub(crate) fn handle(&self, request: Request<RequestBody>) -> ResponseFuture {
+    /// Start the exchange of one request, whatever HTTP version carried it; `fields`: those of
+    /// its fields the server acts on.
+    pub(crate) fn handle(&self, request: Request<RequestBody>, fields: FieldsPresent) -> ResponseFuture {
         let state = &self.state;
         state.total_requests.set(state.total_requests.get() + 1);
         let multiplexed = matches!(request.version(), Version::HTTP_2 | Version::HTTP_3);
@@ -106,7 +109,7 @@ impl AsgiService {
         let (mut parts, body) = request.into_parts();
         if !multiplexed {
             let had_length = self.length_field.take();
-            if let Err(status) = request_checks::check_http1(&parts, had_length) {
+            if let Err(status) = request_checks::check_http1(&parts, fields, had_length) {
                 return self.reject(status, active);
             }
         }
@@ -119,10 +122,10 @@ impl AsgiService {
         {
             return self.reject(StatusCode::PAYLOAD_TOO_LARGE, active);
         }
-        if state.settings.ws_enabled && websocket::is_upgrade(&parts) {
+        if state.settings.ws_enabled && websocket::is_upgrade(&parts, fields) {
             let started = Python::attach(|py| {
                 let mut conn_scope = self.conn_scope.borrow_mut();
-                app::start_websocket(py, state, &self.conn, &mut conn_scope, self.scheme, &mut parts)
+                app::start_websocket(py, state, &self.conn, &mut conn_scope, self.scheme, fields, &mut parts)
             });
             return match started {
                 // The session counts as in flight until the WebSocket closes.
@@ -146,12 +149,13 @@ impl AsgiService {
                 conn: self.conn.clone(),
                 conn_scope: self.conn_scope.clone(),
                 scheme: self.scheme,
+                fields,
                 parts,
                 exchange,
             };
             return ResponseFuture::new(Pending::Deferred(Some(Box::new(start))), Some(active));
         }
-        let pending = start_app(state, &self.conn, &self.conn_scope, self.scheme, &parts, exchange);
+        let pending = start_app(state, &self.conn, &self.conn_scope, self.scheme, fields, &parts, exchange);
         ResponseFuture::new(pending, Some(active))
     }
 }
@@ -163,12 +167,14 @@ fn start_app(
     conn: &ConnInfo,
     conn_scope: &RefCell<ConnScope>,
     scheme: &'static str,
+    fields: FieldsPresent,
     parts: &http::request::Parts,
     exchange: ExchangeRef,
 ) -> Pending {
+    let origin = app::request_origin(&state.settings, conn, scheme, &parts.headers, fields);
     let started = Python::attach(|py| {
         let mut conn_scope = conn_scope.borrow_mut();
-        app::start(py, state, conn, &mut conn_scope, scheme, parts, &exchange)
+        app::start(py, state, conn, &mut conn_scope, &origin, parts, &exchange)
     });
     match started {
         Ok(()) => Pending::App { exchange, state: state.clone(), done: Cell::new(false), first_poll: true },
@@ -185,13 +191,14 @@ struct AppStart {
     conn: Rc<ConnInfo>,
     conn_scope: Rc<RefCell<ConnScope>>,
     scheme: &'static str,
+    fields: FieldsPresent,
     parts: http::request::Parts,
     exchange: ExchangeRef,
 }
 
 impl AppStart {
     fn run(self) -> Pending {
-        start_app(&self.state, &self.conn, &self.conn_scope, self.scheme, &self.parts, self.exchange)
+        start_app(&self.state, &self.conn, &self.conn_scope, self.scheme, self.fields, &self.parts, self.exchange)
     }
 }
 

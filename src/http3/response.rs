@@ -17,6 +17,7 @@ use http_body::Body;
 use super::body::RequestStreamBody;
 use crate::asgi::body::RequestBody;
 use crate::asgi::service::AsgiService;
+use crate::request_fields::FieldsPresent;
 
 /// Fields that only mean something for one HTTP/1.1 connection; RFC 9114 §4.2 forbids them.
 const CONNECTION_SPECIFIC: [HeaderName; 5] = [
@@ -33,7 +34,8 @@ pub(super) async fn serve_request(service: &AsgiService, resolver: RequestResolv
     let Ok((request, stream)) = resolver.resolve_request().await else { return };
     let (mut send, recv) = stream.split();
     let request = request.map(|()| RequestBody::Http3(Box::new(RequestStreamBody::new(recv))));
-    let mut head = pin!(service.handle(request));
+    let fields = FieldsPresent::of(request.headers());
+    let mut head = pin!(service.handle(request, fields));
     let response = loop {
         let next = poll_fn(|cx| match head.take_early_hint() {
             Some(links) => Poll::Ready(Err(links)),

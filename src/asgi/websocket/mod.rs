@@ -16,6 +16,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
 use crate::field_values::has_token;
+use crate::request_fields::FieldsPresent;
 
 pub(crate) use callables::{WsReceive, WsSend};
 pub(crate) use handshake::{WsResponseFuture, start};
@@ -37,10 +38,12 @@ pub(crate) struct WsSettings {
 
 /// Whether the request asks for a WebSocket: an HTTP/1.1 Upgrade (RFC 6455 §4.2.1) or an
 /// HTTP/2 extended CONNECT with `:protocol = websocket` (RFC 8441 §4).
-pub(crate) fn is_upgrade(parts: &Parts) -> bool {
+pub(crate) fn is_upgrade(parts: &Parts, fields: FieldsPresent) -> bool {
     match parts.version {
         Version::HTTP_11 => {
             parts.method == Method::GET
+                && fields.upgrade()
+                && fields.connection()
                 && has_token(&parts.headers, &UPGRADE, "websocket")
                 && has_token(&parts.headers, &CONNECTION, "upgrade")
                 && parts.headers.contains_key(SEC_WEBSOCKET_KEY)
