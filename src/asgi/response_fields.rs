@@ -18,17 +18,29 @@ use pyo3::types::PyBytes;
 /// Names kept at most: an application's literal names fit many times over.
 const NAMES: usize = 16;
 
-/// Values that become static ones, by their bytes.
-const STATIC_VALUES: [&str; 8] = [
-    "text/plain",
-    "text/plain; charset=utf-8",
-    "text/html; charset=utf-8",
-    "application/json",
-    "application/json; charset=utf-8",
-    "close",
-    "keep-alive",
-    "no-cache",
-];
+/// A common value as a static one, made at compile time (`from_static` called at run time checks
+/// every byte); `None` for any other.
+fn static_value(bytes: &[u8]) -> Option<HeaderValue> {
+    const TEXT: HeaderValue = HeaderValue::from_static("text/plain");
+    const TEXT_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+    const HTML_UTF8: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+    const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    const JSON_UTF8: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+    const CLOSE: HeaderValue = HeaderValue::from_static("close");
+    const KEEP_ALIVE: HeaderValue = HeaderValue::from_static("keep-alive");
+    const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+    Some(match bytes {
+        b"text/plain" => TEXT,
+        b"text/plain; charset=utf-8" => TEXT_UTF8,
+        b"text/html; charset=utf-8" => HTML_UTF8,
+        b"application/json" => JSON,
+        b"application/json; charset=utf-8" => JSON_UTF8,
+        b"close" => CLOSE,
+        b"keep-alive" => KEEP_ALIVE,
+        b"no-cache" => NO_CACHE,
+        _ => return None,
+    })
+}
 
 /// Header names converted from `bytes` objects the application sends again and again.
 #[derive(Default)]
@@ -65,8 +77,8 @@ impl NameCache {
 
 /// The header value in `bytes`: a static one when it is one of the common values.
 pub(crate) fn value(bytes: &[u8]) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    match STATIC_VALUES.iter().find(|common| common.as_bytes() == bytes) {
-        Some(common) => Ok(HeaderValue::from_static(common)),
+    match static_value(bytes) {
+        Some(common) => Ok(common),
         None => HeaderValue::from_bytes(bytes),
     }
 }
