@@ -97,6 +97,22 @@ def test_response_headers_in_any_iterable_of_pairs(srv, shape):
     assert (r.status_code, r.text, r.headers["x-shape"]) == (200, "shaped", shape)
 
 
+@pytest.mark.parametrize("shape", ["dict", "fresh-keys", "subclass", "mapping-proxy"])
+def test_response_messages_in_any_mapping(srv, shape):
+    # A plain dict is read in one pass over its entries, its keys found by identity with the
+    # server's interned strings or else by their text; other mappings are asked key by key.
+    r = httpx.get(srv.url + "/message-shapes", params={"shape": shape}, timeout=10)
+    assert (r.status_code, r.text, r.headers["x-shape"]) == (201, "two parts", shape)
+
+
+@pytest.mark.parametrize("shape", ["dict", "fresh-keys", "mapping-proxy"])
+@pytest.mark.parametrize("missing", ["type", "status"])
+def test_a_message_without_a_required_key_raises_in_send(srv, shape, missing):
+    r = httpx.get(srv.url + "/message-shapes", params={"shape": shape, "missing": missing}, timeout=10)
+    assert (r.status_code, r.text) == (500, f"KeyError: '{missing}'")
+    assert_still_serving(srv)
+
+
 @pytest.mark.parametrize(
     ("shape", "error"),
     [

@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::awaitable::Ready;
 use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
+use super::message_fields::{Key, MessageFields};
 use super::messages;
 use super::response_fields::{self, NameCache};
 use super::scope::{Origin, client_label};
@@ -125,8 +126,8 @@ impl Send {
         Self { exchange, state, access, task_key, finished: Cell::new(false) }
     }
 
-    fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let status: u16 = message.get_item(intern!(py, "status"))?.extract()?;
+    fn start(&self, py: Python<'_>, message: &MessageFields<'_, '_>) -> PyResult<()> {
+        let status: u16 = message.require(Key::Status)?.extract()?;
         let status = StatusCode::from_u16(status)
             .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {status}")))?;
         let mut headers = HeaderMap::with_capacity(self.state.settings.default_headers.len() + 4);
@@ -135,7 +136,7 @@ impl Send {
             facts.note(name, value);
             headers.append(name.clone(), value.clone());
         }
-        if let Some(list) = optional(py, message, intern!(py, "headers"))? {
+        if let Some(list) = message.get(Key::Headers)? {
             append_headers(&self.state.response_names, &list, &mut headers, &mut facts)?;
         }
         let HeadFacts { closes, content_length } = facts;
@@ -143,7 +144,7 @@ impl Send {
         if let Some(access) = &self.access {
             self.log_access(py, access, status.as_u16())?;
         }
-        let trailers = match optional(py, message, intern!(py, "trailers"))? {
+        let trailers = match message.get(Key::Trailers)? {
             Some(flag) => flag.is_truthy()?,
             None => false,
         };
@@ -175,12 +176,12 @@ impl Send {
         Ok(())
     }
 
-    fn body(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let chunk = match optional(py, message, intern!(py, "body"))? {
+    fn body(&self, py: Python<'_>, message: &MessageFields<'_, '_>) -> PyResult<Py<PyAny>> {
+        let chunk = match message.get(Key::Body)? {
             Some(body) => body_bytes(&body)?,
             None => Bytes::new(),
         };
-        let more_body = match optional(py, message, intern!(py, "more_body"))? {
+        let more_body = match message.get(Key::MoreBody)? {
             Some(more) => more.is_truthy()?,
             None => false,
         };
@@ -267,7 +268,8 @@ impl Send {
 impl Send {
     /// `send(message)`.
     pub(crate) fn call(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = message.get_item(intern!(py, "type"))?;
+        let fields = MessageFields::read(message);
+        let kind = fields.require(Key::Type)?;
         let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
         let kind = kind.to_str()?;
         let (stage, disconnected) = {
@@ -289,11 +291,11 @@ impl Send {
                         "Expected ASGI message 'http.response.start', but got '{kind}'."
                     )));
                 }
-                self.start(py, message)?;
+                self.start(py, &fields)?;
                 Ok(self.state.done.clone_ref(py).into_any())
             }
             ResponseStage::Started => match kind {
-                "http.response.body" => self.body(py, message),
+                "http.response.body" => self.body(py, &fields),
                 "http.response.pathsend" => self.pathsend(py, message),
                 _ => Err(PyRuntimeError::new_err(format!(
                     "Expected ASGI message 'http.response.body', but got '{kind}'."

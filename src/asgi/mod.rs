@@ -9,6 +9,7 @@ pub(crate) mod channels;
 pub(crate) mod chunk_queue;
 pub(crate) mod exchange;
 pub(crate) mod first_step;
+pub(crate) mod message_fields;
 pub(crate) mod messages;
 pub(crate) mod plain_access_log;
 pub(crate) mod receive_type;

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import random
+import types
 from urllib.parse import parse_qs
 
 RESULTS: dict = {}
@@ -470,6 +471,38 @@ async def header_shapes(scope, receive, send, q):
     await send({"type": "http.response.body", "body": body})
 
 
+class _MessageDict(dict):
+    """A dict subclass as an ASGI message."""
+
+
+def _fresh_keys(message):
+    """The message with keys that are equal strings but not the interned ones of the code."""
+    return {"".join(list(key)): value for key, value in message.items()}
+
+
+MESSAGE_SHAPES = {
+    "dict": dict,
+    "fresh-keys": _fresh_keys,
+    "subclass": _MessageDict,
+    "mapping-proxy": types.MappingProxyType,
+}
+
+
+async def message_shapes(scope, receive, send, q):
+    """Sends its response as messages of the mapping kind named by `shape`, in two body parts,
+    with trailers announced as False; `missing` leaves that key out of the start message."""
+    shape = MESSAGE_SHAPES[q["shape"]]
+    start = {"type": "http.response.start", "status": 201, "headers": [(b"x-shape", q["shape"].encode())]}
+    start["trailers"] = False
+    start.pop(q.get("missing", ""), None)
+    try:
+        await send(shape(start))
+    except Exception as exc:
+        return await respond(send, f"{type(exc).__name__}: {exc}".encode(), status=500)
+    await send(shape({"type": "http.response.body", "body": b"two ", "more_body": True}))
+    await send(shape({"type": "http.response.body", "body": b"parts"}))
+
+
 async def status(scope, receive, send, q):
     """Status ``code`` with ``body``; ``connection`` sets that response header."""
     headers = [(b"connection", q["connection"].encode())] if "connection" in q else []
@@ -524,6 +557,7 @@ ROUTES = {
     "/env": env,
     "/status": status,
     "/header-shapes": header_shapes,
+    "/message-shapes": message_shapes,
     "/pathsend": pathsend,
     "/early-hint": early_hint,
     "/pid": pid,
