@@ -102,6 +102,24 @@ def test_common_header_names_read_the_same_on_every_request(srv):
             assert headers == [["host", f"h{n}"]] + [[name.lower(), value] for name, value in sent]
 
 
+def test_header_pairs_of_a_connection_follow_each_request(srv):
+    # The pairs of a connection's previous request are reused where a field line comes again the
+    # same at the same place: every request must still see exactly its own lines.
+    requests = [
+        [("User-Agent", "probe/1"), ("Accept", "*/*"), ("X-Id", "1")],
+        [("User-Agent", "probe/1"), ("Accept", "text/html"), ("X-Id", "1"), ("Cookie", "a=1")],
+        [("User-Agent", "probe/1")],
+        [("X-Id", "1"), ("User-Agent", "probe/1")],
+        [("User-Agent", "probe/1"), ("Accept", "*/*"), ("X-Id", "1")],
+    ]
+    with RawClient(port=srv.port) as c:
+        for sent in requests:
+            head = "".join(f"{name}: {value}\r\n" for name, value in sent)
+            c.send(f"GET /scope HTTP/1.1\r\nHost: h\r\n{head}\r\n".encode())
+            headers = json.loads(c.read_response().body)["headers"]
+            assert headers == [["host", "h"]] + [[name.lower(), value] for name, value in sent]
+
+
 def test_client_and_server_on_every_request_of_a_connection(srv):
     # From a connection's second request on the scope starts from a copy holding the
     # connection's `client` and `server`; a forwarded client must still replace it, request by

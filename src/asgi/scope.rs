@@ -8,7 +8,7 @@ use http::request::Parts;
 use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::field_values::has_token;
 use crate::net::{ConnInfo, PeerAddr, TlsInfo};
@@ -203,7 +203,8 @@ impl ScopeTemplate {
             let authority = parts.uri.authority().map(|a| a.as_str());
             authority_host = origin.host.as_deref().or(authority);
         }
-        let headers = self.headers(py, &parts.headers, origin.host.as_deref(), authority_host)?;
+        let headers =
+            self.headers(py, &mut conn_scope.pairs, &parts.headers, origin.host.as_deref(), authority_host)?;
         scope.set_item(intern!(py, "headers"), headers)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
         let extensions = PyDict::new(py);
@@ -228,23 +229,34 @@ impl ScopeTemplate {
     /// when given, comes first as a `host` header.
     ///
     /// The list is made at its length (the number of field names; hyper's iterator reports no
-    /// more), not grown by appends.
+    /// more), not grown by appends. A pair the connection's previous request had at the same
+    /// place is that request's (see [`RepeatedPairs`]).
     fn headers<'py>(
         &self,
         py: Python<'py>,
+        repeated: &mut RepeatedPairs,
         headers: &http::HeaderMap,
         host: Option<&str>,
         authority_host: Option<&str>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let first = authority_host.map(|host| (self.header_name(py, "host"), PyBytes::new(py, host.as_bytes())));
+        let first = authority_host.map(|host| ("host", host.as_bytes()));
         let fields = headers.iter().map(|(name, value)| {
             let value = match host {
                 Some(host) if name == http::header::HOST => host.as_bytes(),
                 _ => value.as_bytes(),
             };
-            (self.header_name(py, name.as_str()), PyBytes::new(py, value))
+            (name.as_str(), value)
         });
-        PyList::new(py, first.into_iter().chain(fields))
+        let mut count = 0;
+        let list = PyList::new(
+            py,
+            first.into_iter().chain(fields).map(|(name, value)| {
+                count += 1;
+                repeated.pair(py, count - 1, name, value, || self.header_name(py, name))
+            }),
+        );
+        repeated.0.truncate(count);
+        list
     }
 
     /// The shared bytes object of a common header name, else a new one.
@@ -292,12 +304,53 @@ impl ScopeTemplate {
     }
 }
 
+/// The scope's `(name, value)` pairs of a connection's previous request, reused for a field line
+/// that comes again the same at the same place: a client sends most of its fields unchanged on
+/// every request of a connection (`host`, `user-agent`, `accept`, `cookie`, ...), and a pair is
+/// immutable. Each one reused spares making a tuple and a `bytes` object and freeing them.
+#[derive(Default)]
+struct RepeatedPairs(Vec<Py<PyTuple>>);
+
+impl RepeatedPairs {
+    /// The pair at `index` of the request's list: the previous request's if it is `(name,
+    /// value)`, else a new one (with the name `make_name` gives), kept in its place for the next.
+    fn pair<'py>(
+        &mut self,
+        py: Python<'py>,
+        index: usize,
+        name: &str,
+        value: &[u8],
+        make_name: impl FnOnce() -> Bound<'py, PyBytes>,
+    ) -> Bound<'py, PyTuple> {
+        if let Some(pair) = self.0.get(index)
+            && holds(pair.bind(py), name, value)
+        {
+            return pair.bind(py).clone();
+        }
+        let pair = PyTuple::new(py, [make_name(), PyBytes::new(py, value)]).expect("a tuple of two objects");
+        match self.0.get_mut(index) {
+            Some(slot) => *slot = pair.clone().unbind(),
+            None => self.0.push(pair.clone().unbind()),
+        }
+        pair
+    }
+}
+
+/// Whether `pair` is `(name, value)` as bytes.
+fn holds(pair: &Bound<'_, PyTuple>, name: &str, value: &[u8]) -> bool {
+    let is = |index, expected: &[u8]| {
+        pair.get_borrowed_item(index).is_ok_and(|item| item.cast::<PyBytes>().is_ok_and(|b| b.as_bytes() == expected))
+    };
+    is(1, value) && is(0, name.as_bytes())
+}
+
 /// Per-connection values of the scope, made once per connection.
 #[derive(Default)]
 pub(crate) struct ConnScope {
     server: Option<Py<PyAny>>,
     client: Option<Py<PyAny>>,
     tls: Option<Py<PyDict>>,
+    pairs: RepeatedPairs,
     /// From a connection's second request on: the server's template with the connection's
     /// `server` and `client` in place, copied for each request instead of setting both.
     base: Option<Py<PyDict>>,
