@@ -336,10 +336,11 @@ impl RepeatedPairs {
     }
 }
 
-/// Whether `pair` is `(name, value)` as bytes.
+/// Whether `pair`, a pair [`RepeatedPairs::pair`] made, is `(name, value)` as bytes.
 fn holds(pair: &Bound<'_, PyTuple>, name: &str, value: &[u8]) -> bool {
     let is = |index, expected: &[u8]| {
-        pair.get_borrowed_item(index).is_ok_and(|item| item.cast::<PyBytes>().is_ok_and(|b| b.as_bytes() == expected))
+        // SAFETY: `pair` is a tuple of two items, both `bytes`, made by `RepeatedPairs::pair`.
+        unsafe { pair.get_borrowed_item_unchecked(index).cast_unchecked::<PyBytes>().as_bytes() == expected }
     };
     is(1, value) && is(0, name.as_bytes())
 }
