@@ -11,11 +11,11 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::awaitable::Ready;
 use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
-use super::message_fields::{Key, MessageFields};
+use super::message_fields::{Key, MessageFields, optional};
 use super::messages;
 use super::response_fields::{self, NameCache};
 use super::scope::{Origin, client_label};
@@ -307,11 +307,11 @@ impl Send {
                         "Expected ASGI message 'http.response.trailers', but got '{kind}'."
                     )));
                 }
-                let headers = match optional(py, message, intern!(py, "headers"))? {
+                let headers = match optional(message, intern!(py, "headers"))? {
                     Some(list) => header_map(&self.state.response_names, &list, 4)?,
                     None => HeaderMap::new(),
                 };
-                let more = match optional(py, message, intern!(py, "more_trailers"))? {
+                let more = match optional(message, intern!(py, "more_trailers"))? {
                     Some(more) => more.is_truthy()?,
                     None => false,
                 };
@@ -333,19 +333,6 @@ impl Send {
     pub(crate) fn app_failed(&self, py: Python<'_>) {
         self.finish(py, false);
     }
-}
-
-/// `message.get(key)`, for dicts and other mappings.
-fn optional<'py>(
-    py: Python<'py>,
-    message: &Bound<'py, PyAny>,
-    key: &Bound<'py, PyString>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    if let Ok(dict) = message.cast::<PyDict>() {
-        return dict.get_item(key);
-    }
-    let value = message.call_method1(intern!(py, "get"), (key,))?;
-    Ok((!value.is_none()).then_some(value))
 }
 
 /// What the response head's fields say, noted as they are appended.

@@ -61,8 +61,8 @@ fn interned_keys(py: Python<'_>) -> &[Py<PyString>; KEYS] {
 /// The keys of one message.
 pub(crate) struct MessageFields<'a, 'py> {
     message: &'a Bound<'py, PyAny>,
-    /// The values of a `dict` message, read in one pass; `None` for another mapping, which is
-    /// asked key by key.
+    /// The values of a `dict` message, read in one pass; `None` for another mapping (a dict
+    /// subclass included), which is asked key by key.
     values: Option<[Option<Bound<'py, PyAny>>; KEYS]>,
 }
 
@@ -99,9 +99,7 @@ impl<'a, 'py> MessageFields<'a, 'py> {
             Some(values) => Ok(values[key as usize].clone()),
             None => {
                 let py = self.message.py();
-                let value =
-                    self.message.call_method1(intern!(py, "get"), (interned_keys(py)[key as usize].bind(py),))?;
-                Ok((!value.is_none()).then_some(value))
+                optional(self.message, interned_keys(py)[key as usize].bind(py))
             }
         }
     }
@@ -116,4 +114,16 @@ impl<'a, 'py> MessageFields<'a, 'py> {
             }
         }
     }
+}
+
+/// `message.get(key)`, for dicts and other mappings.
+pub(crate) fn optional<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(dict) = message.cast::<PyDict>() {
+        return dict.get_item(key);
+    }
+    let value = message.call_method1(intern!(message.py(), "get"), (key,))?;
+    Ok((!value.is_none()).then_some(value))
 }

@@ -4,8 +4,6 @@
 //! through pyo3's initializer and its `unsendable` thread check; this type is a [`ThreadOwned`]
 //! `Receive` called by vectorcall (PEP 590), usable on the thread that made it only.
 
-use std::ffi::c_void;
-
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -14,7 +12,7 @@ use pyo3::types::PyType;
 
 use super::c_slots;
 use super::channels::Receive;
-use super::thread_owned::{ThreadOwned, VECTORCALL_MEMBERS};
+use super::thread_owned::ThreadOwned;
 
 /// The type, made once.
 static RECEIVE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -27,28 +25,8 @@ pub(crate) fn new_receive(py: Python<'_>, receive: Receive) -> PyResult<Bound<'_
 /// The type, for the module to export.
 pub(crate) fn receive_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
     RECEIVE_TYPE.get_or_try_init(py, || {
-        let mut slots = [
-            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: ThreadOwned::<Receive>::dealloc as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: ffi::PyVectorcall_Call as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: (&raw const VECTORCALL_MEMBERS.0).cast_mut().cast() },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_doc,
-                pfunc: c"`receive()`: the ASGI messages of one request.".as_ptr() as *mut c_void,
-            },
-            ffi::PyType_Slot::default(),
-        ];
-        // SAFETY: the slot functions have the signatures of their slots; the member definitions,
-        // which CPython keeps pointing at, are static.
-        let created = unsafe {
-            c_slots::new_type(
-                py,
-                c"tricorn._tricorn.Receive",
-                size_of::<ThreadOwned<Receive>>(),
-                ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
-                &mut slots,
-            )
-        }?;
-        Ok(created.unbind())
+        let doc = c"`receive()`: the ASGI messages of one request.";
+        Ok(ThreadOwned::<Receive>::new_type(py, c"tricorn._tricorn.Receive", doc, None)?.unbind())
     })
 }
 

@@ -7,8 +7,6 @@
 //!
 //! The object is a [`ThreadOwned`] `Send`: usable on the thread that made it only.
 
-use std::ffi::c_void;
-
 use pyo3::Borrowed;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -18,7 +16,7 @@ use pyo3::types::PyType;
 
 use super::c_slots::{self, Definitions};
 use super::channels::Send;
-use super::thread_owned::{ThreadOwned, VECTORCALL_MEMBERS};
+use super::thread_owned::ThreadOwned;
 
 /// The type, made once.
 static SEND_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -48,29 +46,8 @@ pub(crate) fn new_send(py: Python<'_>, send: Send) -> PyResult<Bound<'_, PyAny>>
 /// The type, for the module to export.
 pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
     SEND_TYPE.get_or_try_init(py, || {
-        let mut slots = [
-            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: ThreadOwned::<Send>::dealloc as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: ffi::PyVectorcall_Call as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: (&raw const METHODS.0).cast_mut().cast() },
-            ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: (&raw const VECTORCALL_MEMBERS.0).cast_mut().cast() },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_doc,
-                pfunc: c"`send(message)`: the ASGI messages of one response.".as_ptr() as *mut c_void,
-            },
-            ffi::PyType_Slot::default(),
-        ];
-        // SAFETY: the slot functions have the signatures of their slots; the method and member
-        // definitions, which CPython keeps pointing at, are static.
-        let created = unsafe {
-            c_slots::new_type(
-                py,
-                c"tricorn._tricorn.Send",
-                size_of::<ThreadOwned<Send>>(),
-                ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
-                &mut slots,
-            )
-        }?;
-        Ok(created.unbind())
+        let doc = c"`send(message)`: the ASGI messages of one response.";
+        Ok(ThreadOwned::<Send>::new_type(py, c"tricorn._tricorn.Send", doc, Some(&METHODS))?.unbind())
     })
 }
 

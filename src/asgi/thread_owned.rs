@@ -5,6 +5,7 @@
 //! on the thread that made the object, as pyo3's `unsendable` classes do: elsewhere a call raises
 //! and a deallocation leaks what the object holds rather than touching it.
 
+use std::ffi::{CStr, c_void};
 use std::mem::{ManuallyDrop, offset_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
@@ -14,7 +15,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use super::c_slots::Definitions;
+use super::c_slots::{self, Definitions};
 
 /// An object owning a `T`.
 #[repr(C)]
@@ -29,7 +30,7 @@ pub(crate) struct ThreadOwned<T> {
 
 /// `__vectorcalloffset__`: where CPython finds the call in each object (the same for every `T`:
 /// the fields before `value` do not depend on it).
-pub(crate) static VECTORCALL_MEMBERS: Definitions<[ffi::PyMemberDef; 2]> = Definitions([
+static VECTORCALL_MEMBERS: Definitions<[ffi::PyMemberDef; 2]> = Definitions([
     ffi::PyMemberDef {
         name: c"__vectorcalloffset__".as_ptr(),
         type_code: ffi::Py_T_PYSSIZET,
@@ -42,6 +43,37 @@ pub(crate) static VECTORCALL_MEMBERS: Definitions<[ffi::PyMemberDef; 2]> = Defin
 ]);
 
 impl<T> ThreadOwned<T> {
+    /// The type `name` (documented by `doc`) of objects holding a `T`, called by vectorcall, with
+    /// `methods` (a static table ending with a zeroed entry) if given.
+    pub(crate) fn new_type<'py>(
+        py: Python<'py>,
+        name: &'static CStr,
+        doc: &'static CStr,
+        methods: Option<&'static Definitions<[ffi::PyMethodDef; 3]>>,
+    ) -> PyResult<Bound<'py, PyType>> {
+        let mut slots = vec![
+            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: Self::dealloc as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: ffi::PyVectorcall_Call as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: (&raw const VECTORCALL_MEMBERS.0).cast_mut().cast() },
+            ffi::PyType_Slot { slot: ffi::Py_tp_doc, pfunc: doc.as_ptr() as *mut c_void },
+        ];
+        if let Some(methods) = methods {
+            slots.push(ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: (&raw const methods.0).cast_mut().cast() });
+        }
+        slots.push(ffi::PyType_Slot::default());
+        // SAFETY: `dealloc` and `PyVectorcall_Call` have the signatures of their slots; the member
+        // and method definitions and the doc, which CPython keeps pointing at, are static.
+        unsafe {
+            c_slots::new_type(
+                py,
+                name,
+                size_of::<Self>(),
+                ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                &mut slots,
+            )
+        }
+    }
+
     /// A new object of `object_type` (whose instances are `ThreadOwned<T>`) holding `value`,
     /// called through `call`.
     pub(crate) fn create<'py>(
