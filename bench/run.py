@@ -1845,6 +1845,22 @@ def venv_versions(venv: Path) -> dict:
     return json.loads(r.stdout)
 
 
+def tcp_settings() -> dict:
+    """The kernel's default TCP congestion control and queueing discipline. With BBR and no `fq`
+    qdisc (loopback has none) TCP paces each socket with its own timers, which costs the server
+    that writes fastest the most on large responses (docs/performance.md, "TCP pacing")."""
+    settings = {}
+    for key, name in (
+        ("tcp_congestion_control", "net/ipv4/tcp_congestion_control"),
+        ("default_qdisc", "net/core/default_qdisc"),
+    ):
+        try:
+            settings[key] = Path("/proc/sys", name).read_text().strip()
+        except OSError:
+            pass
+    return settings
+
+
 def machine_info() -> dict:
     info = {"kernel": platform.release(), "cpus_online": os.cpu_count()}
     try:
@@ -1874,6 +1890,7 @@ def machine_info() -> dict:
         info["oha"] = sh([OHA, "--version"], timeout=10).stdout.strip()
     except Exception:  # noqa: BLE001
         pass
+    info.update(tcp_settings())
     info["loadavg_at_start"] = _loadavg()
     r = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], timeout=10)
     info["tricorn_git"] = r.stdout.strip() if r.returncode == 0 else "(no commit)"
@@ -2194,6 +2211,15 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         + (f", hypervisor {m['hypervisor']}" if m.get("hypervisor") else "")
     )
     L.append(f"- Kernel: {m.get('kernel')}")
+    if m.get("tcp_congestion_control"):
+        L.append(
+            f"- TCP: congestion control {m['tcp_congestion_control']}, default qdisc {m.get('default_qdisc', '?')}"
+            + (
+                " (BBR without `fq`: TCP paces each socket with its own timers)"
+                if m["tcp_congestion_control"] == "bbr" and m.get("default_qdisc") != "fq"
+                else ""
+            )
+        )
     L.append(
         f"- Load average at start: {m.get('loadavg_at_start', '?')} "
         + ("of this run (each scenario gives its rows' own) " if earlier else "")
