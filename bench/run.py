@@ -1861,6 +1861,25 @@ def tcp_settings() -> dict:
     return settings
 
 
+def cpu_mitigations() -> str:
+    """The kernel's report on CPU vulnerabilities it does not count as unaffected
+    (/sys/devices/system/cpu/vulnerabilities): mitigations change what a system call costs."""
+    root = Path("/sys/devices/system/cpu/vulnerabilities")
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return ""
+    reports = []
+    for entry in entries:
+        try:
+            text = entry.read_text().strip()
+        except OSError:
+            continue
+        if text != "Not affected":
+            reports.append(f"{entry.name}: {text}")
+    return "; ".join(reports)
+
+
 def machine_info() -> dict:
     info = {"kernel": platform.release(), "cpus_online": os.cpu_count()}
     try:
@@ -1891,6 +1910,7 @@ def machine_info() -> dict:
     except Exception:  # noqa: BLE001
         pass
     info.update(tcp_settings())
+    info["cpu_mitigations"] = cpu_mitigations()
     info["loadavg_at_start"] = _loadavg()
     r = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], timeout=10)
     info["tricorn_git"] = r.stdout.strip() if r.returncode == 0 else "(no commit)"
@@ -2211,6 +2231,8 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         + (f", hypervisor {m['hypervisor']}" if m.get("hypervisor") else "")
     )
     L.append(f"- Kernel: {m.get('kernel')}")
+    if m.get("cpu_mitigations"):
+        L.append(f'- CPU vulnerabilities the kernel reports (not "Not affected"): {m["cpu_mitigations"]}')
     if m.get("tcp_congestion_control"):
         L.append(
             f"- TCP: congestion control {m['tcp_congestion_control']}, default qdisc {m.get('default_qdisc', '?')}"
