@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::awaitable::Ready;
 use super::exchange::{AppOutcome, ExchangeRef, ResponseHead, ResponseStage, watch_send_stall};
-use super::message_fields::{Key, MessageFields, optional};
+use super::message_fields::{Key, MessageFields};
 use super::messages;
 use super::response_fields::{self, NameCache};
 use super::scope::{Origin, client_label};
@@ -223,8 +223,8 @@ impl Send {
 
     /// `http.response.pathsend` (ASGI "Path Send" extension): the rest of the body is the file at
     /// the absolute `path`, read and sent by the server.
-    fn pathsend(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let path: std::path::PathBuf = message.get_item(intern!(py, "path"))?.extract()?;
+    fn pathsend(&self, py: Python<'_>, message: &MessageFields<'_, '_>) -> PyResult<Py<PyAny>> {
+        let path: std::path::PathBuf = message.require(Key::Path)?.extract()?;
         if !path.is_absolute() {
             return Err(PyValueError::new_err(format!("http.response.pathsend needs an absolute path, not {path:?}")));
         }
@@ -296,7 +296,7 @@ impl Send {
             }
             ResponseStage::Started => match kind {
                 "http.response.body" => self.body(py, &fields),
-                "http.response.pathsend" => self.pathsend(py, message),
+                "http.response.pathsend" => self.pathsend(py, &fields),
                 _ => Err(PyRuntimeError::new_err(format!(
                     "Expected ASGI message 'http.response.body', but got '{kind}'."
                 ))),
@@ -307,11 +307,11 @@ impl Send {
                         "Expected ASGI message 'http.response.trailers', but got '{kind}'."
                     )));
                 }
-                let headers = match optional(message, intern!(py, "headers"))? {
+                let headers = match fields.get(Key::Headers)? {
                     Some(list) => header_map(&self.state.response_names, &list, 4)?,
                     None => HeaderMap::new(),
                 };
-                let more = match optional(message, intern!(py, "more_trailers"))? {
+                let more = match fields.get(Key::MoreTrailers)? {
                     Some(more) => more.is_truthy()?,
                     None => false,
                 };

@@ -1,7 +1,8 @@
 //! The keys `send()` reads from a response message, taken in one pass over the message.
 //!
 //! `http.response.start` is read for `type`, `status`, `headers` and `trailers`,
-//! `http.response.body` for `type`, `body` and `more_body`. A lookup of each in the message dict
+//! `http.response.body` for `type`, `body` and `more_body`, `http.response.pathsend` for `path`,
+//! `http.response.trailers` for `headers` and `more_trailers`. A lookup of each in the message dict
 //! costs about 120 instructions, as many for a key the message lacks (`trailers`, `more_body` are
 //! mostly left out). A message is a dict of two or three entries whose keys are strings of the
 //! application's code, interned as the server's are: one pass over the entries, comparing
@@ -25,13 +26,24 @@ pub(crate) enum Key {
     Trailers,
     Body,
     MoreBody,
+    Path,
+    MoreTrailers,
 }
 
 /// How many keys there are.
-const KEYS: usize = 6;
+const KEYS: usize = 8;
 
 impl Key {
-    const ALL: [Self; KEYS] = [Self::Type, Self::Status, Self::Headers, Self::Trailers, Self::Body, Self::MoreBody];
+    const ALL: [Self; KEYS] = [
+        Self::Type,
+        Self::Status,
+        Self::Headers,
+        Self::Trailers,
+        Self::Body,
+        Self::MoreBody,
+        Self::Path,
+        Self::MoreTrailers,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -41,6 +53,8 @@ impl Key {
             Self::Trailers => "trailers",
             Self::Body => "body",
             Self::MoreBody => "more_body",
+            Self::Path => "path",
+            Self::MoreTrailers => "more_trailers",
         }
     }
 
@@ -117,10 +131,7 @@ impl<'a, 'py> MessageFields<'a, 'py> {
 }
 
 /// `message.get(key)`, for dicts and other mappings.
-pub(crate) fn optional<'py>(
-    message: &Bound<'py, PyAny>,
-    key: &Bound<'py, PyString>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn optional<'py>(message: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
     if let Ok(dict) = message.cast::<PyDict>() {
         return dict.get_item(key);
     }
