@@ -6,7 +6,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 # System packages the tests and benchmarks use, installed with apt-get when missing.
 SYSTEM_TOOLS := curl:curl wrk:wrk nginx:nginx-light h2load:nghttp2-client
 
-.PHONY: run run-tls test build venv system-deps lint format test-rust test-python test-pythons bench clean docs \
+.PHONY: run run-tls test build venv system-deps lint format test-rust test-python test-pythons bench wheel clean docs \
 	fuzz idle-connections soak bench-plots
 
 run: build
@@ -63,11 +63,17 @@ test-python: build
 test-pythons:
 	scripts/test-other-pythons.sh
 
+# bench/pgo.py builds tricorn as the wheels are built (profile-guided) into .venv, then
 # bench/run.py installs what it needs into .venv when missing (fastapi, uvloop, matplotlib for
 # bench/plots.py) and the other servers into bench/.venv-peers; it writes bench/RESULTS.md,
 # bench/results.json and the charts in docs/performance/.
-bench: build
+bench: system-deps venv
+	$(PY) bench/pgo.py
 	$(PY) bench/run.py
+
+# The wheel as shipped: profile-guided (bench/pgo.py), into target/wheels and installed in .venv.
+wheel: system-deps venv
+	$(PY) bench/pgo.py --wheel
 
 # Re-draw the charts of docs/performance/ from bench/results.json.
 bench-plots: venv

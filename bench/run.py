@@ -1758,11 +1758,10 @@ def use_python(interpreter: str) -> None:
         pins = [line for line in requirements if line.startswith("maturin==")]
         if sh([str(py), "-m", "pip", "install", "-q", *pins], timeout=1800).returncode != 0:
             raise SystemExit(f"pip install maturin into {MAIN_VENV} failed")
-    log(f"building tricorn into {MAIN_VENV}")
-    env = {**os.environ, "VIRTUAL_ENV": str(MAIN_VENV), "PYO3_PYTHON": str(py)}
-    r = sh([str(MAIN_VENV / "bin" / "maturin"), "develop", "--release", "--quiet"], timeout=1800, cwd=ROOT, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"maturin develop into {MAIN_VENV} failed:\n{r.stderr[-2000:]}")
+    log(f"building tricorn into {MAIN_VENV} (bench/pgo.py: the profile-guided build)")
+    import pgo
+
+    pgo.build(MAIN_VENV)
 
 
 def ensure_pure_hyper() -> str | None:
@@ -1831,6 +1830,11 @@ for p in %r:
         out[p] = md.version(p)
     except md.PackageNotFoundError:
         pass
+try:
+    from tricorn import _tricorn
+    out["tricorn_build"] = getattr(_tricorn, "BUILD", "unknown")
+except ImportError:
+    pass
 print(json.dumps(out))
 """.replace("%r", repr(VERSION_PACKAGES))
 
@@ -2276,12 +2280,17 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         d = v.get(key, {})
         pk = ", ".join(f"{p} {d[p]}" for p in VERSION_PACKAGES if p in d)
         L.append(f"- {label}: Python {d.get('python', '?')}; {pk or d.get('error', '')}")
+    if v.get("main", {}).get("tricorn_build"):
+        L.append(
+            f"- tricorn's extension: {v['main']['tricorn_build']} (`make bench` builds it with `bench/pgo.py`, "
+            "as `make wheel` does: thin LTO, one codegen unit, profile-guided)"
+        )
     if has_pure_hyper:
         d = v.get("pure_hyper", {})
         pk = ", ".join(f"{p} {d[p]}" for p in ("hyper", "hyper-util", "tokio") if p in d)
         L.append(
             f"- pure-hyper (`bench/pure_hyper`, no Python): {pk or d.get('error', '?')} (current_thread "
-            f"runtime), {d.get('rustc', 'rustc ?')}"
+            f"runtime), {d.get('rustc', 'rustc ?')}, thin LTO and one codegen unit (no PGO)"
         )
     L.append("")
     L.append("## Method\n")

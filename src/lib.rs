@@ -45,8 +45,17 @@ mod _tricorn {
         m.add("Done", crate::asgi::awaitable::done_type(m.py())?)?;
         m.add("Receive", crate::asgi::receive_type::receive_type(m.py())?)?;
         m.add("Send", crate::asgi::send_type::send_type(m.py())?)?;
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("BUILD", BUILD)
     }
+
+    /// How this extension was compiled: `TRICORN_BUILD` at build time (bench/pgo.py sets it
+    /// for its profile-guided builds), else whether debug assertions are on.
+    const BUILD: &str = match option_env!("TRICORN_BUILD") {
+        Some(build) => build,
+        None if cfg!(debug_assertions) => "debug",
+        None => "optimised, no PGO",
+    };
 }
 
 #[global_allocator]

@@ -5,6 +5,8 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any, final
 
 __version__: str
+# How the extension was compiled, e.g. "wheel profile, PGO" (bench/pgo.py).
+BUILD: str
 
 @final
 class NativeServer:
