@@ -123,10 +123,12 @@ def write_report(args: argparse.Namespace, started: str, rows: list) -> None:
     peer = args.peer
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=run.ROOT)
     tcp = ", ".join(f"{key} {value}" for key, value in run.tcp_settings().items()) or "settings unknown"
+    versions = run.venv_versions(run.MAIN_VENV)
     lines = [
         f"# tricorn and {peer} on one core at the same time\n",
         f"Generated {started} by `bench/head_to_head.py` (`{' '.join(sys.argv[1:]) or 'defaults'}`), "
-        f"tricorn {git.stdout.strip()}, Python {run.venv_versions(run.MAIN_VENV).get('python', '?')}, "
+        f"tricorn {git.stdout.strip()} ({versions.get('tricorn_build', 'build unknown')}), "
+        f"Python {versions.get('python', '?')}, "
         f"kernel {platform.release()}, TCP {tcp}. "
         "Method: the docstring of "
         "bench/head_to_head.py; servers, apps and load generators as in [RESULTS.md](RESULTS.md) "
