@@ -2280,10 +2280,16 @@ def write_report(meta: dict, runs: list[dict], out_dir: Path) -> None:
         d = v.get(key, {})
         pk = ", ".join(f"{p} {d[p]}" for p in VERSION_PACKAGES if p in d)
         L.append(f"- {label}: Python {d.get('python', '?')}; {pk or d.get('error', '')}")
-    if v.get("main", {}).get("tricorn_build"):
+    build = v.get("main", {}).get("tricorn_build")
+    if build:
         L.append(
-            f"- tricorn's extension: {v['main']['tricorn_build']} (`make bench` builds it with `bench/pgo.py`, "
-            "as `make wheel` does: thin LTO, one codegen unit, profile-guided)"
+            f"- tricorn's extension: {build}"
+            + (
+                " (`make bench` builds it with `bench/pgo.py`, as `make wheel` does: thin LTO, one codegen unit, "
+                "profile-guided)"
+                if "PGO" in build
+                else " (not the profile-guided build of `make bench` and `make wheel`)"
+            )
         )
     if has_pure_hyper:
         d = v.get("pure_hyper", {})
