@@ -124,13 +124,14 @@ def train(venv: Path, seconds: int) -> None:
 
 def build(venv: Path, wheel: bool = False, seconds: int = 2) -> None:
     """The four steps of the module's docstring, for the Python of `venv`."""
+    profdata = llvm_profdata()  # before the builds: a missing tool should not cost them
     raw = PGO_DIR / "raw"
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
     maturin(venv, f"-Cprofile-generate={raw}", "wheel profile, PGO instrumented")
     train(venv, seconds)
     merged = PGO_DIR / "tricorn.profdata"
-    subprocess.run([llvm_profdata(), "merge", "-o", str(merged), str(raw)], check=True)
+    subprocess.run([profdata, "merge", "-o", str(merged), str(raw)], check=True)
     use = f"-Cprofile-use={merged}"
     maturin(venv, use, "wheel profile, PGO")
     if wheel:
