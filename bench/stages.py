@@ -47,7 +47,7 @@ STAGES = Stage(
                     (Stage("kernel: read()", r"^ksys_read$"),),
                 ),
                 Stage(
-                    "hand-off to Python: service, exchange, receive/send, app_runner()",
+                    "hand-off to Python: service, exchange, receive/send, the task's AppCall",
                     r"^_tricorn::asgi::service::AsgiService::handle$",
                     (
                         Stage(
@@ -66,7 +66,7 @@ STAGES = Stage(
                     r"^_tricorn::asgi::first_step::FirstSteps::run$",
                     (
                         Stage(
-                            "task step: app_runner() and the app's bytecode",
+                            "task step: AppCall, the app's call and bytecode",
                             r"^task_step_impl$",
                             (
                                 Stage(

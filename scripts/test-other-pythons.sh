@@ -21,6 +21,6 @@ for version in 3.10 3.13; do
   "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "target/wheels-$version"/*.whl
   echo "== CPython $version"
   "$venv/bin/python" -m pytest tests/test_http11.py tests/test_scope.py tests/test_body.py tests/test_errors.py \
-    tests/test_lifespan.py tests/test_tasks.py -q -p no:cacheprovider || status=1
+    tests/test_lifespan.py tests/test_tasks.py tests/test_app_call.py -q -p no:cacheprovider || status=1
 done
 exit $status

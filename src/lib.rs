@@ -42,6 +42,7 @@ mod _tricorn {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("AppCall", crate::asgi::app_call::app_call_type(m.py())?)?;
         m.add("Done", crate::asgi::awaitable::done_type(m.py())?)?;
         m.add("Receive", crate::asgi::receive_type::receive_type(m.py())?)?;
         m.add("Send", crate::asgi::send_type::send_type(m.py())?)?;

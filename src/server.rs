@@ -51,8 +51,8 @@ struct ConnSlot {
 /// State shared by the server and every connection and exchange.
 pub(crate) struct ServerState {
     pub(crate) settings: Settings,
-    /// `app_runner(scope, receive, send) -> coroutine`, the Python-side task body.
-    pub(crate) app_runner: Py<PyAny>,
+    /// The ASGI application, called once per request by its task ([`AppCall`](crate::asgi::app_call)).
+    pub(crate) app: Py<PyAny>,
     /// Creates the task of each request.
     pub(crate) task_spawner: TaskSpawner,
     /// `loop.create_future`
@@ -172,13 +172,20 @@ impl ServerState {
 
     /// Log `message` with the traceback of `err` on `tricorn.error`.
     pub(crate) fn log_exception(&self, py: Python<'_>, message: &str, err: &PyErr) {
-        let kwargs = PyDict::new(py);
-        let logged = kwargs
-            .set_item(intern!(py, "exc_info"), err.value(py))
-            .and_then(|()| self.error_logger.call_method(py, intern!(py, "error"), (message,), Some(&kwargs)));
-        if let Err(err) = logged {
-            err.write_unraisable(py, None);
-        }
+        log_exception(self.error_logger.bind(py), message, err);
+    }
+}
+
+/// Log `message` with the traceback of `err` at error level on `logger`.
+pub(crate) fn log_exception(logger: &Bound<'_, PyAny>, message: &str, err: &PyErr) {
+    let py = logger.py();
+    let kwargs = PyDict::new(py);
+    // `into_value` attaches the traceback, which Python before 3.12 keeps apart from the value.
+    let logged = kwargs
+        .set_item(intern!(py, "exc_info"), err.clone_ref(py).into_value(py))
+        .and_then(|()| logger.call_method(intern!(py, "error"), (message,), Some(&kwargs)));
+    if let Err(err) = logged {
+        err.write_unraisable(py, None);
     }
 }
 
@@ -195,7 +202,7 @@ impl NativeServer {
     #[new]
     fn new(
         py: Python<'_>,
-        app_runner: Py<PyAny>,
+        app: Py<PyAny>,
         event_loop: &Bound<'_, PyAny>,
         settings: &Bound<'_, PyDict>,
     ) -> PyResult<Self> {
@@ -231,7 +238,7 @@ impl NativeServer {
         };
         let state = ServerState {
             settings: parsed,
-            app_runner,
+            app,
             task_spawner: TaskSpawner::new(py, event_loop)?,
             create_future: event_loop.getattr(intern!(py, "create_future"))?.unbind(),
             access_logger: get("access_logger")?,

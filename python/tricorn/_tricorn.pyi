@@ -1,7 +1,7 @@
 """Type stubs for the native module `tricorn._tricorn` (see docs/architecture.md)."""
 
 import asyncio
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from typing import Any, final
 
 __version__: str
@@ -27,7 +27,7 @@ class NativeServer:
 
     def __init__(
         self,
-        app_runner: Callable[..., Coroutine[Any, Any, None]],
+        app: Callable[..., Any],
         event_loop: asyncio.AbstractEventLoop,
         settings: dict[str, Any],
     ) -> None: ...
@@ -66,11 +66,24 @@ class Receive:
 
 @final
 class Send:
-    """The ASGI `send` callable of one request, with the hooks reporting how the app ended."""
+    """The ASGI `send` callable of one request."""
 
     def __call__(self, message: dict[str, Any], /) -> Done | asyncio.Future[None]: ...
-    def app_returned(self) -> None: ...
-    def app_failed(self, exc: BaseException, /) -> None: ...
+
+@final
+class AppCall:
+    """One call of the ASGI application, the coroutine of a request's task (made by the server only).
+
+    Its outcome goes to the request's `send`; an attribute it lacks is the application's coroutine's.
+    """
+
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, exc: BaseException, /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, Any]: ...
+    def __iter__(self) -> AppCall: ...
+    def __next__(self) -> Any: ...
+    def __getattr__(self, name: str) -> Any: ...
 
 @final
 class Done:

@@ -1,59 +1,14 @@
-"""The Python side of the contract with `tricorn._tricorn`: the app runner and the settings dict."""
+"""The Python side of the contract with `tricorn._tricorn`: the settings dict."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from tricorn._types import ASGI3Application, Message
 from tricorn.logging import HTTP_PHRASES, plain_access_handler
 
 if TYPE_CHECKING:
     from tricorn.config import Config
-
-
-class Receive(Protocol):
-    """The native ASGI `receive` callable."""
-
-    async def __call__(self) -> Message: ...
-
-
-class Send(Protocol):
-    """The native ASGI `send` callable, with the hooks that report how the app ended."""
-
-    async def __call__(self, message: Message, /) -> None: ...
-
-    def app_failed(self, exc: BaseException, /) -> None:
-        """The app raised `exc`: 500 if the response has not started, else abort the connection."""
-
-    def app_returned(self) -> None:
-        """The app returned: 500 if no response started; close the connection if the response is incomplete."""
-
-
-AppRunner = Callable[[dict[str, Any], Receive, Send], Coroutine[Any, Any, None]]
-
-
-def build_app_runner(app: ASGI3Application, error_logger: logging.Logger) -> AppRunner:
-    """Return `app_runner(scope, receive, send)`, which the native server runs as one task per request.
-
-    It reports the app's outcome to the native side: `send.app_failed(exc)` or `send.app_returned()`.
-    """
-
-    async def app_runner(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        try:
-            result = await app(scope, receive, send)  # type: ignore[func-returns-value]
-        except BaseException as exc:
-            error_logger.error("Exception in ASGI application\n", exc_info=exc)
-            send.app_failed(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            if result is not None:
-                error_logger.error("ASGI callable should return None, but returned '%s'.", result)
-            send.app_returned()
-
-    return app_runner
 
 
 def build_settings(config: Config, state: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tricorn._ansi import style
 from tricorn._compat import asyncio_run
 from tricorn.config import Config
 from tricorn.lifespan import LifespanOff, LifespanOn
-from tricorn.native import build_app_runner, build_settings
+from tricorn.native import build_settings
 from tricorn.sockets import create_socket, create_udp_socket, log_started_message
 
 if TYPE_CHECKING:
@@ -121,8 +121,7 @@ class Server:
             return
         loop = asyncio.get_running_loop()
         try:
-            app_runner = build_app_runner(self.config.loaded_app, logger)
-            native = NativeServer(app_runner, loop, build_settings(self.config, self.lifespan.state))
+            native = NativeServer(self.config.loaded_app, loop, build_settings(self.config, self.lifespan.state))
         except ConfigError as exc:
             logger.error("%s", exc)
             return

@@ -4,10 +4,10 @@ use std::rc::Rc;
 
 use http::HeaderMap;
 use http::request::Parts;
-use pyo3::call::PyCallArgs;
 use pyo3::prelude::*;
 
 use super::access_log::AccessRecord;
+use super::app_call::new_app_call;
 use super::channels::{AccessInfo, Receive, Send};
 use super::exchange::ExchangeRef;
 use super::receive_type::new_receive;
@@ -105,8 +105,8 @@ pub(crate) fn start_websocket(
     websocket::start(py, state, scope, parts)
 }
 
-/// Build the scope of a request from `origin` and run `app_runner(scope, receive, send)` as a new
-/// task on the loop.
+/// Build the scope of a request from `origin` and run `app(scope, receive, send)` as a new task
+/// on the loop.
 pub(crate) fn start(
     py: Python<'_>,
     state: &Rc<ServerState>,
@@ -131,13 +131,13 @@ pub(crate) fn start(
     let send = new_send(py, Send::new(exchange.clone(), state.clone(), access, task_key)).inspect_err(|_| {
         state.app_tasks.borrow_mut().remove(task_key);
     })?;
-    run_task(py, state, task_key, (scope, receive, send))?;
+    run_task(py, state, task_key, (scope.into_any(), receive, send))?;
     crate::runtime::count_app_start();
     Ok(())
 }
 
-/// Run `app_runner(scope, receive, send)` as a new task, tracked under `task_key` (a
-/// placeholder already in `ServerState::app_tasks`, also known to `send`).
+/// Run `app(scope, receive, send)` as a new task ([`AppCall`](super::app_call)), tracked under
+/// `task_key` (a placeholder already in `ServerState::app_tasks`, also known to `send`).
 ///
 /// On Python 3.12+ the task starts eagerly ([`TaskSpawner`](super::task::TaskSpawner)): the
 /// application may already have finished when this returns, its `send` having removed the key
@@ -147,12 +147,12 @@ pub(crate) fn run_task<'py>(
     py: Python<'py>,
     state: &ServerState,
     task_key: usize,
-    args: impl PyCallArgs<'py>,
+    args: (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>),
 ) -> PyResult<()> {
     state.tasks.set(state.tasks.get() + 1);
-    let task = state.app_runner.call1(py, args).and_then(|coroutine| {
+    let task = new_app_call(state.app.bind(py), args, state.error_logger.bind(py)).and_then(|coroutine| {
         let context = state.fresh_context.as_ref().map(|context| context.bind(py).call0()).transpose()?;
-        state.task_spawner.spawn(py, coroutine, context)
+        state.task_spawner.spawn(py, coroutine.unbind(), context)
     });
     let mut app_tasks = state.app_tasks.borrow_mut();
     match task {
@@ -164,8 +164,8 @@ pub(crate) fn run_task<'py>(
             }
             Ok(())
         }
-        // The application ran eagerly and raised past the runner (`SystemExit`, say): the
-        // runner logged it and `send` reported it to the exchange already.
+        // The application ran eagerly and raised past its task (`SystemExit`, say): its
+        // `AppCall` logged it and told `send` already.
         Err(_) if !app_tasks.contains(task_key) => Ok(()),
         Err(err) => {
             app_tasks.remove(task_key);

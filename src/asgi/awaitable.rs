@@ -40,8 +40,8 @@ pub(crate) fn done(py: Python<'_>) -> PyResult<Py<PyAny>> {
 pub(crate) fn done_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
     DONE_TYPE.get_or_try_init(py, || {
         let mut slots = [
-            ffi::PyType_Slot { slot: ffi::Py_am_await, pfunc: same_object as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_iter, pfunc: same_object as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_am_await, pfunc: c_slots::same_object as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_iter, pfunc: c_slots::same_object as *mut c_void },
             ffi::PyType_Slot { slot: ffi::Py_tp_iternext, pfunc: exhausted as *mut c_void },
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_doc,
@@ -61,13 +61,6 @@ pub(crate) fn done_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
         }?;
         Ok(created.unbind())
     })
-}
-
-/// `__await__` and `__iter__`: the object itself.
-unsafe extern "C" fn same_object(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: Python passes a live object and takes the returned reference.
-    unsafe { ffi::Py_INCREF(slf) };
-    slf
 }
 
 /// `__next__`: NULL with no exception set, which ends the iteration (and the `await`) with `None`.

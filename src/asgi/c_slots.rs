@@ -75,3 +75,10 @@ pub(crate) fn raising(what: &str, body: impl FnOnce(Python<'_>) -> PyResult<*mut
         }
     })
 }
+
+/// `__await__` and `__iter__` of an object that is its own iterator: the object itself.
+pub(crate) unsafe extern "C" fn same_object(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: Python passes a live object and takes the returned reference.
+    unsafe { ffi::Py_INCREF(slf) };
+    slf
+}

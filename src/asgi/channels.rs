@@ -244,8 +244,9 @@ impl Send {
         Ok(self.state.done.clone_ref(py).into_any())
     }
 
-    /// Account for the end of the application and fix up the response.
-    fn finish(&self, py: Python<'_>, returned: bool) {
+    /// Account for the end of the application, which returned (`returned`) or failed (its
+    /// traceback logged already), and fix up the response.
+    pub(crate) fn finish(&self, py: Python<'_>, returned: bool) {
         if self.finished.replace(true) {
             return;
         }
@@ -322,16 +323,6 @@ impl Send {
                 "Unexpected ASGI message '{kind}' sent, after response already completed."
             ))),
         }
-    }
-
-    /// Called by the task wrapper when the application returned.
-    pub(crate) fn app_returned(&self, py: Python<'_>) {
-        self.finish(py, true);
-    }
-
-    /// Called by the task wrapper when the application raised (the traceback is logged there).
-    pub(crate) fn app_failed(&self, py: Python<'_>) {
-        self.finish(py, false);
     }
 }
 

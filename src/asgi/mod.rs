@@ -2,6 +2,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod app;
+pub(crate) mod app_call;
 pub(crate) mod awaitable;
 pub(crate) mod body;
 pub(crate) mod c_slots;

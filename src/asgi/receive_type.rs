@@ -26,7 +26,7 @@ pub(crate) fn new_receive(py: Python<'_>, receive: Receive) -> PyResult<Bound<'_
 pub(crate) fn receive_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
     RECEIVE_TYPE.get_or_try_init(py, || {
         let doc = c"`receive()`: the ASGI messages of one request.";
-        Ok(ThreadOwned::<Receive>::new_type(py, c"tricorn._tricorn.Receive", doc, None)?.unbind())
+        Ok(ThreadOwned::<Receive>::new_type(py, c"tricorn._tricorn.Receive", doc)?.unbind())
     })
 }
 

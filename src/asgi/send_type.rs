@@ -14,29 +14,12 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
-use super::c_slots::{self, Definitions};
+use super::c_slots;
 use super::channels::Send;
 use super::thread_owned::ThreadOwned;
 
 /// The type, made once.
 static SEND_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-/// `app_returned()` and `app_failed(exc)`.
-static METHODS: Definitions<[ffi::PyMethodDef; 3]> = Definitions([
-    ffi::PyMethodDef {
-        ml_name: c"app_returned".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer { PyCFunction: app_returned },
-        ml_flags: ffi::METH_NOARGS,
-        ml_doc: c"Called by the task wrapper when the application returned.".as_ptr(),
-    },
-    ffi::PyMethodDef {
-        ml_name: c"app_failed".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer { PyCFunction: app_failed },
-        ml_flags: ffi::METH_O,
-        ml_doc: c"Called by the task wrapper when the application raised.".as_ptr(),
-    },
-    ffi::PyMethodDef::zeroed(),
-]);
 
 /// A `send` object for the application.
 pub(crate) fn new_send(py: Python<'_>, send: Send) -> PyResult<Bound<'_, PyAny>> {
@@ -47,7 +30,7 @@ pub(crate) fn new_send(py: Python<'_>, send: Send) -> PyResult<Bound<'_, PyAny>>
 pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
     SEND_TYPE.get_or_try_init(py, || {
         let doc = c"`send(message)`: the ASGI messages of one response.";
-        Ok(ThreadOwned::<Send>::new_type(py, c"tricorn._tricorn.Send", doc, Some(&METHODS))?.unbind())
+        Ok(ThreadOwned::<Send>::new_type(py, c"tricorn._tricorn.Send", doc)?.unbind())
     })
 }
 
@@ -58,6 +41,20 @@ pub(crate) fn send_type(py: Python<'_>) -> PyResult<&Py<PyType>> {
 unsafe fn own_send<'a>(object: *mut ffi::PyObject) -> PyResult<&'a Send> {
     // SAFETY: per the function's contract.
     unsafe { ThreadOwned::value(object, "send()") }
+}
+
+/// Tell `object`, if it is a `Send`, that the application returned (`returned`) or failed;
+/// whether it is one.
+pub(crate) fn finish(object: &Bound<'_, PyAny>, returned: bool) -> PyResult<bool> {
+    let py = object.py();
+    // SAFETY: `object` is a live object, whose type is live.
+    if !std::ptr::eq(unsafe { ffi::Py_TYPE(object.as_ptr()) }, send_type(py)?.bind(py).as_type_ptr()) {
+        return Ok(false);
+    }
+    // SAFETY: `object` is a live `Send` object.
+    let send = unsafe { own_send(object.as_ptr()) }?;
+    send.finish(py, returned);
+    Ok(true)
 }
 
 /// `send(message)`, by vectorcall.
@@ -78,25 +75,5 @@ unsafe extern "C" fn call(
             let message = Borrowed::from_ptr(py, *args);
             Ok(own_send(callable)?.call(py, &message)?.into_ptr())
         }
-    })
-}
-
-/// `send.app_returned()`.
-unsafe extern "C" fn app_returned(object: *mut ffi::PyObject, _unused: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    c_slots::raising("send()", |py| {
-        // SAFETY: CPython calls a method with a live instance of its type.
-        unsafe { own_send(object)? }.app_returned(py);
-        // SAFETY: `None` is immortal or held by the interpreter.
-        Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) })
-    })
-}
-
-/// `send.app_failed(exc)`.
-unsafe extern "C" fn app_failed(object: *mut ffi::PyObject, _exc: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    c_slots::raising("send()", |py| {
-        // SAFETY: CPython calls a method with a live instance of its type.
-        unsafe { own_send(object)? }.app_failed(py);
-        // SAFETY: `None` is immortal or held by the interpreter.
-        Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) })
     })
 }

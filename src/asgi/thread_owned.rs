@@ -43,26 +43,21 @@ static VECTORCALL_MEMBERS: Definitions<[ffi::PyMemberDef; 2]> = Definitions([
 ]);
 
 impl<T> ThreadOwned<T> {
-    /// The type `name` (documented by `doc`) of objects holding a `T`, called by vectorcall, with
-    /// `methods` (a static table ending with a zeroed entry) if given.
+    /// The type `name` (documented by `doc`) of objects holding a `T`, called by vectorcall.
     pub(crate) fn new_type<'py>(
         py: Python<'py>,
         name: &'static CStr,
         doc: &'static CStr,
-        methods: Option<&'static Definitions<[ffi::PyMethodDef; 3]>>,
     ) -> PyResult<Bound<'py, PyType>> {
-        let mut slots = vec![
+        let mut slots = [
             ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: Self::dealloc as *mut c_void },
             ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: ffi::PyVectorcall_Call as *mut c_void },
             ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: (&raw const VECTORCALL_MEMBERS.0).cast_mut().cast() },
             ffi::PyType_Slot { slot: ffi::Py_tp_doc, pfunc: doc.as_ptr() as *mut c_void },
+            ffi::PyType_Slot::default(),
         ];
-        if let Some(methods) = methods {
-            slots.push(ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: (&raw const methods.0).cast_mut().cast() });
-        }
-        slots.push(ffi::PyType_Slot::default());
         // SAFETY: `dealloc` and `PyVectorcall_Call` have the signatures of their slots; the member
-        // and method definitions and the doc, which CPython keeps pointing at, are static.
+        // definitions and the doc, which CPython keeps pointing at, are static.
         unsafe {
             c_slots::new_type(
                 py,

@@ -34,7 +34,7 @@ impl WsReceive {
     }
 }
 
-/// `send()` of a WebSocket scope, with the hooks reporting how the application ended.
+/// `send()` of a WebSocket scope.
 #[pyclass(module = "tricorn._tricorn", unsendable)]
 pub(crate) struct WsSend {
     pub(super) ws: WsRef,
@@ -145,20 +145,12 @@ impl WsSend {
             (Stage::Closed, _) => Err(ClientDisconnected::new_err("the WebSocket is closed")),
         }
     }
-
-    /// Called by the task wrapper when the application returned.
-    fn app_returned(&mut self, py: Python<'_>) {
-        self.finish(py, true);
-    }
-
-    /// Called by the task wrapper when the application raised.
-    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>) {
-        self.finish(py, false);
-    }
 }
 
 impl WsSend {
-    fn finish(&mut self, py: Python<'_>, returned: bool) {
+    /// The application returned (`returned`) or failed: the handshake is refused or the
+    /// WebSocket closed (1000, or 1011 after a failure) unless the application did it.
+    pub(crate) fn finish(&mut self, py: Python<'_>, returned: bool) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }

@@ -40,7 +40,12 @@ pub(crate) fn start(
         Py::new(py, WsSend { ws: ws.clone(), state: state.clone(), task_key, finished: false }).inspect_err(|_| {
             state.app_tasks.borrow_mut().remove(task_key);
         })?;
-    app::run_task(py, state, task_key, (scope, receive, send))?;
+    app::run_task(
+        py,
+        state,
+        task_key,
+        (scope.into_any(), receive.into_bound(py).into_any(), send.into_bound(py).into_any()),
+    )?;
     let key = parts.headers.get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
     // The same header over HTTP/1.1 and HTTP/2 (RFC 8441 §5).
     let deflate = settings
