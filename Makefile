@@ -71,7 +71,7 @@ bench: system-deps venv
 	$(PY) bench/pgo.py
 	$(PY) bench/run.py
 
-# The wheel as shipped: profile-guided (bench/pgo.py), into target/wheels and installed in .venv.
+# The wheel as shipped: profile-guided (bench/pgo.py), into target/wheels-pgo and installed in .venv.
 wheel: system-deps venv
 	$(PY) bench/pgo.py --wheel
 

@@ -7,7 +7,8 @@ measures.
    when it exits;
 3. `llvm-profdata merge` (from rustup's `llvm-tools` component, added when missing);
 4. `maturin develop --profile wheel` with `-Cprofile-use`, and with `--wheel` also `maturin build`
-   of the same into target/wheels.
+   of the same into target/wheels-pgo (apart from target/wheels, where `pip install .` leaves
+   its wheel without the profile).
 
 The extension reports how it was built in `tricorn._tricorn.BUILD` (TRICORN_BUILD at compile
 time); bench/run.py records it with the machine facts.
@@ -29,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
 
 PGO_DIR = run.ROOT / "target" / "pgo"
+# Where `--wheel` leaves the profile-guided wheel.
+WHEEL_DIR = run.ROOT / "target" / "wheels-pgo"
 PROFILE = "wheel"
 # (scenario of bench/run.py, clients): HTTP/1.1 keep-alive, with the access log, bodies both
 # ways, a framework, streaming, a file by pathsend, a new connection per request, HTTP/2 with and
@@ -135,13 +138,13 @@ def build(venv: Path, wheel: bool = False, seconds: int = 2) -> None:
     use = f"-Cprofile-use={merged}"
     maturin(venv, use, "wheel profile, PGO")
     if wheel:
-        maturin(venv, use, "wheel profile, PGO", "build", "--out", str(run.ROOT / "target" / "wheels"))
+        maturin(venv, use, "wheel profile, PGO", "build", "--out", str(WHEEL_DIR))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, default=run.MAIN_VENV, help="venv to install into (default .venv)")
-    parser.add_argument("--wheel", action="store_true", help="also build the wheel into target/wheels")
+    parser.add_argument("--wheel", action="store_true", help="also build the wheel into target/wheels-pgo")
     parser.add_argument("--seconds", type=int, default=2, help="seconds of each training load (default 2)")
     args = parser.parse_args()
     build(args.venv.resolve(), args.wheel, args.seconds)

@@ -6,6 +6,8 @@ they would with `await app(scope, receive, send)`, any awaitable the application
 awaited, and whatever the call raises or returns must be reported as for a coroutine.
 """
 
+import concurrent.futures
+
 import httpx
 import pytest
 
@@ -47,6 +49,22 @@ def test_the_tasks_coroutine_passes_for_the_applications(coroutine_server):
 def test_a_task_that_cancels_itself_gets_a_500_and_the_server_goes_on(coroutine_server):
     assert get(coroutine_server, "/cancel-self").status_code == 500
     coroutine_server.wait_output("CancelledError", stream="stderr")
+    assert still_serving(coroutine_server)
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn's task runs a coroutine of its own around the app")
+def test_the_running_coroutine_cannot_be_closed_from_its_own_code(coroutine_server):
+    response = get(coroutine_server, "/close-self")
+    assert (response.status_code, response.text) == (200, "ValueError: coroutine already executing")
+
+
+@pytest.mark.skipif(IS_UVICORN, reason="uvicorn awaits its 500 response in the coroutine being closed")
+def test_a_waiting_request_whose_coroutine_is_closed_gets_a_500(coroutine_server):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(get, coroutine_server, "/wait")
+        closing = get(coroutine_server, "/close-waiting")
+        assert (closing.status_code, closing.text) == (200, "closed")
+        assert waiting.result(timeout=10).status_code == 500
     assert still_serving(coroutine_server)
 
 

@@ -19,7 +19,7 @@
 use std::ffi::{c_int, c_void};
 use std::ptr;
 
-use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::ffi::PySendResult;
 use pyo3::intern;
@@ -48,6 +48,8 @@ struct AppCall {
     error_logger: *mut ffi::PyObject,
     /// The application's coroutine (or its awaitable's iterator), from the first step on.
     coroutine: *mut ffi::PyObject,
+    /// A step, `throw()` or `close()` is under way (the application's code runs).
+    running: bool,
     /// The outcome was reported to `send`.
     finished: bool,
 }
@@ -165,13 +167,20 @@ unsafe fn step(
             PyRuntimeError::new_err("cannot reuse already awaited coroutine").restore(py);
             return PySendResult::PYGEN_ERROR;
         }
-        if (*call).coroutine.is_null()
-            && let Err(err) = start(py, call)
-        {
+        if let Err(err) = enter(call) {
             err.restore(py);
-            return failed(py, call, result);
+            return PySendResult::PYGEN_ERROR;
         }
-        match ffi::PyIter_Send((*call).coroutine, value, result) {
+        let started = if (*call).coroutine.is_null() { start(py, call) } else { Ok(()) };
+        let status = match started {
+            Ok(()) => ffi::PyIter_Send((*call).coroutine, value, result),
+            Err(err) => {
+                err.restore(py);
+                PySendResult::PYGEN_ERROR
+            }
+        };
+        (*call).running = false;
+        match status {
             PySendResult::PYGEN_NEXT => PySendResult::PYGEN_NEXT,
             PySendResult::PYGEN_RETURN => {
                 returned(py, call, Bound::from_owned_ptr(py, *result));
@@ -181,6 +190,22 @@ unsafe fn step(
             PySendResult::PYGEN_ERROR => failed(py, call, result),
         }
     }
+}
+
+/// Mark `call` running, unless it is already: a coroutine cannot be stepped, thrown into or
+/// closed from its own code.
+///
+/// # Safety
+/// `call` is a live `AppCall`.
+unsafe fn enter(call: *mut AppCall) -> PyResult<()> {
+    // SAFETY: per the function's contract.
+    unsafe {
+        if (*call).running {
+            return Err(PyValueError::new_err("coroutine already executing"));
+        }
+        (*call).running = true;
+    }
+    Ok(())
 }
 
 /// Call the application: `coroutine` is what its call returned, or the iterator of the
@@ -342,16 +367,15 @@ unsafe extern "C" fn throw_method(
         unsafe {
             let args = Bound::from_borrowed_ptr(py, args).cast_into::<PyTuple>()?;
             let kwargs = Bound::from_borrowed_ptr_or_opt(py, kwargs).map(|kwargs| kwargs.cast_into()).transpose()?;
+            enter(call)?;
+            let unstarted = (*call).coroutine.is_null() && !(*call).finished;
+            let started = if unstarted { start(py, call) } else { Ok(()) };
+            let thrown = started.and_then(|()| forward_throw(py, call, &args, kwargs.as_ref()));
+            (*call).running = false;
             if (*call).finished {
-                return forward_throw(py, call, &args, kwargs.as_ref()).map(Bound::into_ptr);
+                return thrown.map(Bound::into_ptr);
             }
-            if (*call).coroutine.is_null()
-                && let Err(err) = start(py, call)
-            {
-                err.restore(py);
-                return ended(py, call);
-            }
-            match forward_throw(py, call, &args, kwargs.as_ref()) {
+            match thrown {
                 Ok(yielded) => Ok(yielded.into_ptr()),
                 Err(err) if err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
                     let value = err.value(py).getattr(intern!(py, "value"))?;
@@ -367,11 +391,12 @@ unsafe extern "C" fn throw_method(
     })
 }
 
-/// The application's coroutine's `throw(*args, **kwargs)`; an iterator without one has the
-/// exception raised at once, as `await` does.
+/// The application's coroutine's `throw(*args, **kwargs)`; with no coroutine (closed before
+/// it started) or an iterator without a `throw`, the exception is raised at once, as `await`
+/// does.
 ///
 /// # Safety
-/// `call` is a live, started `AppCall`; the GIL is held.
+/// `call` is a live `AppCall`; the GIL is held.
 unsafe fn forward_throw<'py>(
     py: Python<'py>,
     call: *mut AppCall,
@@ -379,10 +404,10 @@ unsafe fn forward_throw<'py>(
     kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: per the function's contract.
-    let coroutine = unsafe { Bound::from_borrowed_ptr(py, (*call).coroutine) };
-    match coroutine.getattr(intern!(py, "throw")) {
-        Ok(throw) => throw.call(args, kwargs),
-        Err(_) => {
+    let coroutine = unsafe { Bound::from_borrowed_ptr_or_opt(py, (*call).coroutine) };
+    match coroutine.and_then(|coroutine| coroutine.getattr(intern!(py, "throw")).ok()) {
+        Some(throw) => throw.call(args, kwargs),
+        None => {
             let first = args.get_item(0)?;
             Err(if first.is_instance_of::<pyo3::exceptions::PyBaseException>() {
                 PyErr::from_value(first)
@@ -429,6 +454,7 @@ unsafe extern "C" fn close_method(slf: *mut ffi::PyObject, _unused: *mut ffi::Py
 unsafe fn close(py: Python<'_>, call: *mut AppCall) -> PyResult<()> {
     // SAFETY: per the function's contract.
     unsafe {
+        enter(call)?;
         let closed = if (*call).coroutine.is_null() {
             Ok(())
         } else {
@@ -438,6 +464,7 @@ unsafe fn close(py: Python<'_>, call: *mut AppCall) -> PyResult<()> {
                 Err(_) => Ok(()),
             }
         };
+        (*call).running = false;
         if !(*call).finished {
             (*call).finished = true;
             report(py, call, false);

@@ -2,12 +2,16 @@
 
 Each answers HTTP only (run with `--lifespan off --interface asgi3`); the path picks the behaviour:
 ``/`` answers, ``/inspect`` describes the request's task and its coroutine as asyncio and
-anyio see them, ``/cancel-self`` cancels its own task before answering.
+anyio see them, ``/cancel-self`` cancels its own task before answering, ``/close-self`` tries
+to close its own task's coroutine, ``/wait`` waits until ``/close-waiting`` closes the waiting
+request's coroutine from another request.
 """
 
 import asyncio
 import inspect
 import json
+
+_WAITING: list = []
 
 
 async def _answer(send, body, status=200):
@@ -28,6 +32,20 @@ async def coroutine_app(scope, receive, send):
             "stack_names_app": task.get_stack()[-1].f_code.co_name == "coroutine_app",
         }
         return await _answer(send, json.dumps(facts).encode())
+    if scope["path"] == "/close-self":
+        try:
+            asyncio.current_task().get_coro().close()
+        except ValueError as exc:
+            return await _answer(send, f"{type(exc).__name__}: {exc}".encode())
+        return await _answer(send, b"closed itself")
+    if scope["path"] == "/wait":
+        _WAITING.append(asyncio.current_task())
+        await asyncio.Event().wait()
+    if scope["path"] == "/close-waiting":
+        while not _WAITING:
+            await asyncio.sleep(0.01)
+        _WAITING.pop().get_coro().close()
+        return await _answer(send, b"closed")
     if scope["path"] == "/cancel-self":
         asyncio.current_task().cancel()
         await asyncio.sleep(0)
