@@ -1,6 +1,6 @@
 //! Python types and methods made from C slots rather than as pyo3 classes, where pyo3's call
-//! wrapper would cost more than the work of the call (`Done`, `Send`, the loops' `call_soon`,
-//! the registry of tasks' `add`).
+//! wrapper would cost more than the work of the call (`Done`, `Send`, `AppCall`, the loops'
+//! `call_soon`, the registry of tasks' `add`).
 
 use std::ffi::{CStr, c_int, c_uint};
 use std::panic::{AssertUnwindSafe, catch_unwind};
