@@ -156,9 +156,7 @@ impl ServerState {
 
     /// Log `message` at error level on `tricorn.error`.
     pub(crate) fn log_error(&self, py: Python<'_>, message: &str) {
-        if let Err(err) = self.error_logger.call_method1(py, intern!(py, "error"), (message,)) {
-            err.write_unraisable(py, None);
-        }
+        log_error(self.error_logger.bind(py), message);
     }
 
     /// Log `message` at warning level on `tricorn.error`.
@@ -173,6 +171,13 @@ impl ServerState {
     /// Log `message` with the traceback of `err` on `tricorn.error`.
     pub(crate) fn log_exception(&self, py: Python<'_>, message: &str, err: &PyErr) {
         log_exception(self.error_logger.bind(py), message, err);
+    }
+}
+
+/// Log `message` at error level on `logger`.
+pub(crate) fn log_error(logger: &Bound<'_, PyAny>, message: &str) {
+    if let Err(err) = logger.call_method1(intern!(logger.py(), "error"), (message,)) {
+        err.write_unraisable(logger.py(), None);
     }
 }
 
