@@ -85,9 +85,13 @@ def test_streamed_download_arrives_before_app_finishes(srv):
     assert rest == b"A" * 1000 + b"B" * 1000 + b"C" * 1000
 
 
-def test_large_streamed_download(srv):
-    r = httpx.get(srv.url + "/stream", params={"n": 64, "size": 65536}, timeout=30)
-    assert len(r.content) == 64 * 65536
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2c"])
+def test_large_streamed_download(srv, http2):
+    """64 KiB chunks, each written on its own (`WRITE_ALONE`), arrive whole and in order."""
+    with httpx.Client(http1=not http2, http2=http2, timeout=30) as client:
+        r = client.get(srv.url + "/stream", params={"n": 64, "size": 65536})
+    assert r.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    assert r.content == b"".join(bytes([65 + i % 26]) * 65536 for i in range(64))
 
 
 def test_disconnect_reaches_waiting_receive(srv):
