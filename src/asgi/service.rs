@@ -415,7 +415,7 @@ pub(crate) struct ResponseBody {
 /// 400 KiB) into one `writev`. On a host whose TCP congestion control paces each socket itself
 /// (BBR without the `fq` queueing discipline), a burst of several 64 KiB segments is spread out
 /// with a timer per segment, which on a virtual machine exits to the hypervisor: writing large
-/// chunks one at a time, as they come, took 8–17 % off the CPU time of a streamed 1 MiB
+/// chunks one at a time, as they come, took 3.5–11 % off the CPU time of a streamed 1 MiB
 /// response (docs/performance.md, "TCP pacing"). Smaller chunks are gathered as before.
 const WRITE_ALONE: usize = 16 * 1024;
 
