@@ -72,17 +72,22 @@ def test_empty_body_single_message(srv):
     assert r.headers["x-messages"] == "1"
 
 
-def test_streamed_download_arrives_before_app_finishes(srv):
-    """The first chunk reaches the client while the app is still blocked before sending the second."""
+@pytest.mark.parametrize("size", [1000, 65536, 200_000])
+def test_streamed_download_arrives_before_app_finishes(srv, size):
+    """The whole first chunk reaches the client while the app is still blocked before sending
+    the second: a large chunk's tail, which may wait for the next write (`HOLD_TAIL`), must not
+    wait for it."""
     gate = "gate-" + uuid.uuid4().hex
     with httpx.Client(timeout=10) as client:
-        with client.stream("GET", srv.url + "/stream", params={"n": 3, "size": 1000, "gate": gate}) as r:
+        with client.stream("GET", srv.url + "/stream", params={"n": 3, "size": size, "gate": gate}) as r:
             it = r.iter_raw()
-            first = next(it)
-            assert first.startswith(b"A")
+            first = b""
+            while len(first) < size:
+                first += next(it)
+            assert first == b"A" * size
             httpx.get(srv.url + "/set", params={"key": gate}, timeout=10)
             rest = first + b"".join(it)
-    assert rest == b"A" * 1000 + b"B" * 1000 + b"C" * 1000
+    assert rest == b"A" * size + b"B" * size + b"C" * size
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2c"])

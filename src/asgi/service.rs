@@ -246,9 +246,12 @@ impl EndingCheck {
     fn apply(self, response: &mut Response<ResponseBody>) {
         let response_closes = response.body().closes;
         match last_response::ending(self.request_closes, response_closes, self.head, response.status()) {
-            Ending::No => {}
+            Ending::No => response.body_mut().socket = Some(self.socket),
             Ending::AtHead => self.socket.mark(),
-            Ending::AtBodyEnd => response.body_mut().last_write = Some(self.socket),
+            Ending::AtBodyEnd => {
+                response.body_mut().socket = Some(self.socket.clone());
+                response.body_mut().last_write = Some(self.socket);
+            }
         }
     }
 }
@@ -403,6 +406,9 @@ pub(crate) struct ResponseBody {
     /// The connection's socket, if this response is the connection's last: told when hyper
     /// has the body's end.
     last_write: Option<LastWrite>,
+    /// The connection's socket, on cleartext HTTP/1.x: told when a large chunk has more of the
+    /// body after it (see [`HOLD_TAIL`]).
+    socket: Option<LastWrite>,
     /// The response's fields end the connection (`Connection: close`).
     closes: bool,
     /// The last frame was a large chunk: the next poll lets hyper write it first.
@@ -419,6 +425,15 @@ pub(crate) struct ResponseBody {
 /// response (docs/performance.md, "TCP pacing"). Smaller chunks are gathered as before.
 const WRITE_ALONE: usize = 16 * 1024;
 
+/// A written-alone chunk at least this large, with more of the body after it, goes out with
+/// `MSG_MORE`: the kernel sends its full segments and keeps the short rest (a 64 KiB chunk with
+/// its chunked framing is a full loopback segment and 64 bytes) for the next write to carry, or
+/// until the segments before it are acknowledged, as with `TCP_NODELAY` an acknowledgement
+/// pushes it, instead of sending it as a segment of its own. A chunk this large fills a segment
+/// whatever the MSS, so that acknowledgement always comes. On a streamed 1 MiB response in 64 KiB
+/// chunks it took 10 % off the server's CPU time a request (docs/performance.md, "TCP pacing").
+const HOLD_TAIL: usize = 64 * 1024;
+
 /// Where the response body comes from.
 enum BodyKind {
     /// A body known in full.
@@ -431,7 +446,7 @@ enum BodyKind {
 
 impl ResponseBody {
     fn new(kind: BodyKind) -> Self {
-        Self { kind, active: None, last_write: None, closes: false, write_first: false }
+        Self { kind, active: None, last_write: None, socket: None, closes: false, write_first: false }
     }
 
     /// hyper has (or is about to write) the body's end.
@@ -453,9 +468,16 @@ impl ResponseBody {
                 }
                 let (poll, drained) = exchange.borrow_mut().poll_chunk(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &poll
-                    && frame.data_ref().is_some_and(|data| data.len() >= WRITE_ALONE)
+                    && let Some(data) = frame.data_ref()
+                    && data.len() >= WRITE_ALONE
                 {
                     self.write_first = true;
+                    if data.len() >= HOLD_TAIL
+                        && !exchange.borrow().body_is_end()
+                        && let Some(socket) = &self.socket
+                    {
+                        socket.hold_tail();
+                    }
                 }
                 if let Some(future) = drained {
                     Python::attach(|py| messages::resolve(py, &future, py.None()));

@@ -151,6 +151,9 @@ pub(crate) fn unsent_bytes(fd: RawFd) -> Option<u32> {
 /// in one segment, which the client acknowledges once. Written apart, as hyper does (the body,
 /// then `shutdown` when the connection ends), they make two segments and two acknowledgements:
 /// about a tenth of the server's CPU time for a request on a new connection.
+///
+/// The same handle marks a single write of a large body chunk that more of the body follows
+/// ([`LastWrite::hold_tail`]): `MSG_MORE` keeps its short tail for the next write.
 #[derive(Clone)]
 pub(crate) struct LastWrite(Arc<IoSlot>);
 
@@ -159,6 +162,12 @@ impl LastWrite {
     /// ends the connection.
     pub(crate) fn mark(&self) {
         self.0.mark_last_write();
+    }
+
+    /// The next write is a large body chunk that more of the response follows: the write may
+    /// leave its short tail for the next one to carry.
+    pub(crate) fn hold_tail(&self) {
+        self.0.mark_hold_tail();
     }
 }
 
@@ -225,7 +234,7 @@ impl<S: Stream> Registered<S> {
 
     /// Write from `bufs`; the tail may wait for the FIN while the last response is written.
     fn poll_write_bufs(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        if self.slot.is_last_write() {
+        if self.slot.is_last_write() || self.slot.take_hold_tail() {
             self.poll_write_with(cx, |io| io.write_vectored_held(bufs))
         } else {
             self.poll_write_with(cx, |io| io.write_vectored_some(bufs))

@@ -35,6 +35,9 @@ pub(crate) struct IoSlot {
     /// The response being written is the connection's last and its end is in the writer's
     /// buffer: see [`IoSlot::mark_last_write`].
     last_write: AtomicBool,
+    /// The next write carries a chunk the response's next bytes follow: see
+    /// [`IoSlot::mark_hold_tail`].
+    hold_tail: AtomicBool,
 }
 
 impl Default for IoSlot {
@@ -48,6 +51,7 @@ impl Default for IoSlot {
             reads: AtomicU32::new(0),
             write_events: AtomicU32::new(0),
             last_write: AtomicBool::new(false),
+            hold_tail: AtomicBool::new(false),
         }
     }
 }
@@ -92,6 +96,22 @@ impl IoSlot {
     /// back, and the flush that follows them sends the FIN with them.
     pub(crate) fn mark_last_write(&self) {
         self.last_write.store(true, Ordering::Relaxed);
+    }
+
+    /// The next write is a large chunk of a body whose next bytes follow: it may leave its
+    /// short tail to go out with them.
+    pub(crate) fn mark_hold_tail(&self) {
+        self.hold_tail.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the next write may hold its tail back; clears the mark. Only the loop thread
+    /// writes: a load, and a store when set, no read-modify-write.
+    pub(crate) fn take_hold_tail(&self) -> bool {
+        let held = self.hold_tail.load(Ordering::Relaxed);
+        if held {
+            self.hold_tail.store(false, Ordering::Relaxed);
+        }
+        held
     }
 
     /// Whether what is being written ends the connection.
