@@ -72,7 +72,7 @@ def test_empty_body_single_message(srv):
     assert r.headers["x-messages"] == "1"
 
 
-@pytest.mark.parametrize("size", [1000, 65536, 200_000])
+@pytest.mark.parametrize("size", [1000, 65536, 100_000, 200_000])
 def test_streamed_download_arrives_before_app_finishes(srv, size):
     """The whole first chunk reaches the client while the app is still blocked before sending
     the second: a large chunk's tail, which may wait for the next write (`HOLD_TAIL`), must not

@@ -249,8 +249,9 @@ impl EndingCheck {
             Ending::No => response.body_mut().socket = Some(self.socket),
             Ending::AtHead => self.socket.mark(),
             Ending::AtBodyEnd => {
-                response.body_mut().socket = Some(self.socket.clone());
-                response.body_mut().last_write = Some(self.socket);
+                let body = response.body_mut();
+                body.socket = Some(self.socket);
+                body.ends_connection = true;
             }
         }
     }
@@ -403,12 +404,12 @@ pub(crate) struct ResponseBody {
     kind: BodyKind,
     /// Counts the exchange as in flight until hyper has taken the whole body.
     active: Option<ActiveExchange>,
-    /// The connection's socket, if this response is the connection's last: told when hyper
-    /// has the body's end.
-    last_write: Option<LastWrite>,
     /// The connection's socket, on cleartext HTTP/1.x: told when a large chunk has more of the
-    /// body after it (see [`HOLD_TAIL`]).
+    /// body after it (see [`HOLD_TAIL`]), and when hyper has the body's end if this response is
+    /// the connection's last.
     socket: Option<LastWrite>,
+    /// This response is the connection's last.
+    ends_connection: bool,
     /// The response's fields end the connection (`Connection: close`).
     closes: bool,
     /// The last frame was a large chunk: the next poll lets hyper write it first.
@@ -449,13 +450,15 @@ enum BodyKind {
 
 impl ResponseBody {
     fn new(kind: BodyKind) -> Self {
-        Self { kind, active: None, last_write: None, socket: None, closes: false, write_first: false }
+        Self { kind, active: None, socket: None, ends_connection: false, closes: false, write_first: false }
     }
 
     /// hyper has (or is about to write) the body's end.
     fn ended(&self) {
-        if let Some(last_write) = &self.last_write {
-            last_write.mark();
+        if self.ends_connection
+            && let Some(socket) = &self.socket
+        {
+            socket.mark();
         }
     }
 
